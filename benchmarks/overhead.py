@@ -1,0 +1,331 @@
+"""What zenmetry costs, measured in one run against its baselines.
+
+The example shop's invoice page (5 PostgreSQL queries) is served by gunicorn (one sync
+worker) three ways, started side by side and measured in alternating rounds:
+
+- ``none``: no instrumentation at all;
+- ``plain``: ``opentelemetry-instrument`` with OpenTelemetry's own distro and the same
+  instrumentations, exporting OTLP/HTTP (what zenmetry is compared against);
+- ``zenmetry``: ``opentelemetry-instrument`` with zenmetry, exporting OTLP/HTTP.
+
+Both instrumented servers export to the same local sink. A client in a separate process
+makes the requests one after another; the figure that matters is the server's CPU time per
+request (user + system of gunicorn's processes), whose medians over rounds give the
+ratios; requests per second are printed too. Then: the unit processor's own cost per span
+(micro-benchmark on the real SDK), the cost of the always-record sampler at a 10 %
+sampling ratio, and the worker's RSS over a long run.
+
+    python benchmarks/overhead.py [--rounds 7] [--requests 400] [--long 50000]
+
+Needs PostgreSQL on 127.0.0.1:5432 (user postgres) and network access to PyPI once (it
+installs ``opentelemetry-distro`` into ``benchmarks/.plain`` for the ``plain`` server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing import Process, Queue
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOP = ROOT / "examples" / "shop"
+PLAIN = Path(__file__).resolve().parent / ".plain"
+BIN = Path(sys.executable).parent
+DATABASE = "zenmetry_bench"
+PATH = "/orders/3/invoice/"
+OTEL_VERSION = "0.66b1"
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    cpu_per_request: list[float] = field(default_factory=list)
+    rps: list[float] = field(default_factory=list)
+
+    def cpu(self) -> float:
+        parent = psutil.Process(self.process.pid)
+        total = 0.0
+        for proc in [parent, *parent.children(recursive=True)]:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        return total
+
+    def worker_rss(self) -> int:
+        (worker,) = psutil.Process(self.process.pid).children()
+        return int(worker.memory_info().rss)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=400, help="requests per server per round")
+    parser.add_argument("--long", type=int, default=50_000, help="requests of the RSS run (0 to skip)")
+    args = parser.parse_args()
+
+    _prepare_database()
+    _install_plain_distro()
+    sink = _Sink()
+    modes = {
+        "none": ({}, False),
+        "plain": (
+            {"OTEL_PYTHON_DISTRO": "distro", "OTEL_PYTHON_CONFIGURATOR": "configurator", "PYTHONPATH": str(PLAIN)},
+            True,
+        ),
+        "zenmetry": ({"OTEL_PYTHON_DISTRO": "zenmetry", "OTEL_PYTHON_CONFIGURATOR": "zenmetry"}, True),
+        "plain@10%": (
+            {
+                "OTEL_PYTHON_DISTRO": "distro",
+                "OTEL_PYTHON_CONFIGURATOR": "configurator",
+                "PYTHONPATH": str(PLAIN),
+                "OTEL_TRACES_SAMPLER": "traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "0.1",
+            },
+            True,
+        ),
+        "zenmetry@10%": (
+            {
+                "OTEL_PYTHON_DISTRO": "zenmetry",
+                "OTEL_PYTHON_CONFIGURATOR": "zenmetry",
+                "OTEL_TRACES_SAMPLER": "traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "0.1",
+            },
+            True,
+        ),
+    }
+    servers = [_start(name, sink.endpoint, extra, launcher) for name, (extra, launcher) in modes.items()]
+    try:
+        for server in servers:
+            _load(server.port, 200)  # warm-up: imports, connections, caches
+        for round_number in range(args.rounds):
+            order = servers[round_number % len(servers) :] + servers[: round_number % len(servers)]
+            for server in order:
+                before = server.cpu()
+                seconds = _load(server.port, args.requests)
+                server.cpu_per_request.append((server.cpu() - before) / args.requests)
+                server.rps.append(args.requests / seconds)
+        by_name = {server.name: server for server in servers}
+        _report(by_name, args)
+        _micro_benchmark()
+        if args.long:
+            _rss_run(by_name["zenmetry"], args.long)
+    finally:
+        for server in servers:
+            server.process.send_signal(signal.SIGTERM)
+        for server in servers:
+            server.process.wait(timeout=30)
+        sink.close()
+
+
+def _report(servers: dict[str, Server], args: argparse.Namespace) -> None:
+    print(
+        f"\n{PATH} (5 PostgreSQL queries), gunicorn 1 sync worker, {args.rounds} alternating rounds of {args.requests} requests"
+    )
+    print(f"{'server':<14}{'CPU us/request':>16}{'requests/s':>13}")
+    cpu = {name: statistics.median(s.cpu_per_request) * 1e6 for name, s in servers.items()}
+    rps = {name: statistics.median(s.rps) for name, s in servers.items()}
+    for name in servers:
+        print(f"{name:<14}{cpu[name]:>16.0f}{rps[name]:>13.0f}")
+    print(f"\nzenmetry / plain, throughput by CPU per request: {cpu['plain'] / cpu['zenmetry']:.3f} (target >= 0.97)")
+    print(f"zenmetry / plain, requests per second:          {rps['zenmetry'] / rps['plain']:.3f}")
+    print(f"plain / none, throughput by CPU per request:    {cpu['none'] / cpu['plain']:.3f}")
+    print(
+        f"at a 10% sampling ratio, zenmetry / plain:      {cpu['plain@10%'] / cpu['zenmetry@10%']:.3f} "
+        "(the always-record sampler keeps every span recording for exact metrics)"
+    )
+
+
+def _micro_benchmark() -> None:
+    """The unit processor's own cost per span: a provider with it against one without."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import SpanKind
+
+    from zenmetry._processor import UnitProcessor
+
+    def per_span(provider: TracerProvider, spans: int = 20_000) -> float:
+        tracer = provider.get_tracer("bench")
+        attributes = {"db.system": "postgresql", "db.statement": 'SELECT "t"."id" FROM "t" WHERE "t"."id" = %s'}
+        best = float("inf")
+        for _ in range(5):
+            with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER):
+                start = time.perf_counter()
+                for _ in range(spans):
+                    with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT, attributes=attributes):
+                        pass
+                best = min(best, (time.perf_counter() - start) / spans)
+        return best
+
+    without = TracerProvider()
+    with_zenmetry = TracerProvider()
+    processor = UnitProcessor()
+    with_zenmetry.add_span_processor(processor)
+    base, zen = per_span(without), per_span(with_zenmetry)
+    print(
+        f"\nunit processor, cost per DB span: {(zen - base) * 1e6:.2f} us (a span alone: {base * 1e6:.2f} us; target <= 2 us)"
+    )
+
+
+def _rss_run(server: Server, requests: int) -> None:
+    _load(server.port, 2_000)
+    start = server.worker_rss()
+    samples = []
+    step = requests // 10
+    for _ in range(10):
+        _load(server.port, step)
+        samples.append(server.worker_rss())
+    print(
+        f"\nzenmetry worker RSS over {requests} requests: {start / 2**20:.1f} MiB -> {samples[-1] / 2**20:.1f} MiB "
+        f"(change {(samples[-1] - start) / 2**20:+.1f} MiB, max {(max(samples) - start) / 2**20:+.1f} MiB; target within 5 MB)"
+    )
+
+
+# -- set-up -------------------------------------------------------------------------------
+
+
+def _environment(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "ZENMETRY_"))}
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        DJANGO_SETTINGS_MODULE="shop.settings",
+        DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{DATABASE}",
+        ZENMETRY_BUDGETS=str(SHOP / "zenmetry.toml"),
+    )
+    env.update(extra)
+    return env
+
+
+def _prepare_database() -> None:
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {DATABASE}")
+    for command in (["migrate", "--verbosity", "0"], ["seed"]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=SHOP, env=_environment(), check=True, capture_output=True
+        )
+
+
+def _install_plain_distro() -> None:
+    if not (PLAIN / "opentelemetry" / "distro").is_dir():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--target",
+                str(PLAIN),
+                f"opentelemetry-distro=={OTEL_VERSION}",
+            ],
+            check=True,
+        )
+
+
+def _start(name: str, endpoint: str, extra: dict[str, str], launcher: bool) -> Server:
+    port = _free_port()
+    command = [
+        str(BIN / "gunicorn"),
+        "shop.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+    ]
+    if launcher:
+        command = [str(BIN / "opentelemetry-instrument"), *command]
+    env = _environment(
+        OTEL_SERVICE_NAME=f"bench-{name}",
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_METRICS_EXPORTER="otlp",
+        OTEL_LOGS_EXPORTER="none",
+        **extra,
+    )
+    process = subprocess.Popen(command, cwd=SHOP, env=env, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return Server(name, process, port)
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{name} did not start")
+
+
+def _load(port: int, requests: int) -> float:
+    """Make ``requests`` requests from a separate process; return the wall time they took."""
+    queue: Queue[float] = Queue()
+    client = Process(target=_client, args=(port, requests, queue))
+    client.start()
+    seconds = queue.get()
+    client.join()
+    return seconds
+
+
+def _client(port: int, requests: int, queue: Queue[float]) -> None:
+    start = time.perf_counter()
+    for _ in range(requests):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", PATH)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"{PATH} answered {response.status}")
+        connection.close()
+    queue.put(time.perf_counter() - start)
+
+
+class _Sink:
+    """An OTLP/HTTP endpoint that accepts and discards, standing where the collector would."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":
+    main()

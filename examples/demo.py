@@ -1,0 +1,194 @@
+"""The zenmetry demo: the example shop under ``opentelemetry-instrument``, toured view by view.
+
+Embedded defaults (SQLite, no collector): nothing but Python is needed. Every request
+prints zenmetry's console line as it happens; the tour ends with a table per route.
+With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, everything is also exported there.
+
+    python examples/demo.py
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent
+SHOP = EXAMPLES / "shop"
+BIN = Path(sys.executable).parent
+
+TOUR = [
+    ("/orders/1/", "a well-behaved page: 2 queries, within its budget of 2"),
+    ("/orders/", "N+1: one query for the orders, then one per order for its customer"),
+    ("/orders/fixed/", "the same page with select_related(): 1 query"),
+    ("/catalogue/", "SQL for categories and, with MONGO_URL set, MongoDB for products"),
+    ("/report/", "a report kept in memory 'for later': the process grows"),
+    ("/report/", "... and grows again on every call"),
+]
+
+LINE = re.compile(
+    r"zenmetry (?P<kind>http|task) (?P<head>.+?) \| queries (?P<queries>\d+)(?: \([^)]*\))? \| db (?P<db>[\d.]+) ms"
+    r" \| mem (?P<mem>[+-][\d.]+) MiB \| ext (?P<ext>\d+)[^|]* \| (?P<total>[\d.]+) ms(?: \| BREACH (?P<breach>.*))?"
+)
+
+
+@dataclass
+class Row:
+    """What the tour saw of one route or task."""
+
+    queries: list[int] = field(default_factory=list)
+    db_ms: list[float] = field(default_factory=list)
+    mem_mib: list[float] = field(default_factory=list)
+    external: list[int] = field(default_factory=list)
+    breaches: list[str] = field(default_factory=list)
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="zenmetry-demo-"))
+    env = _environment(workdir)
+    print("zenmetry demo: the example shop on SQLite, under opentelemetry-instrument with ZENMETRY_CONSOLE=1")
+    print(
+        "  exporting to",
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "nowhere (set OTEL_EXPORTER_OTLP_ENDPOINT to export)",
+    )
+    for command in (["migrate", "--verbosity", "0"], ["seed"]):
+        subprocess.run([sys.executable, "manage.py", *command], cwd=SHOP, env=env, check=True, capture_output=True)
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            str(BIN / "opentelemetry-instrument"),
+            str(BIN / "gunicorn"),
+            "shop.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+        ],
+        cwd=SHOP,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    rows: dict[tuple[str, str], Row] = defaultdict(Row)
+    reader = threading.Thread(target=_echo, args=(server, rows), daemon=True)
+    reader.start()
+    try:
+        _wait_for(port, server)
+        for path, what in TOUR:
+            print(f"\n-> GET {path}  ({what})", flush=True)
+            _get(f"http://127.0.0.1:{port}{path}")
+            time.sleep(0.2)  # let the console line arrive before the next heading
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        reader.join(timeout=5)
+        shutil.rmtree(workdir, ignore_errors=True)
+    _table(rows)
+    return 0
+
+
+def _environment(workdir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        DJANGO_SETTINGS_MODULE="shop.settings",
+        SHOP_SQLITE_PATH=str(workdir / "shop.sqlite3"),
+        ZENMETRY_CONSOLE="1",
+        ZENMETRY_BUDGETS=str(SHOP / "zenmetry.toml"),
+        OTEL_SERVICE_NAME=env.get("OTEL_SERVICE_NAME", "shop"),
+        PYTHONUNBUFFERED="1",
+    )
+    if not env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        env.setdefault("OTEL_TRACES_EXPORTER", "none")
+        env.setdefault("OTEL_METRICS_EXPORTER", "none")
+    return env
+
+
+def _echo(server: subprocess.Popen[str], rows: dict[tuple[str, str], Row]) -> None:
+    """Print the server's output as it comes, and keep the figures of every console line."""
+    assert server.stdout is not None
+    for text in server.stdout:
+        print("   " + text.rstrip(), flush=True)
+        match = LINE.fullmatch(text.strip())
+        if match is None:
+            continue
+        head = match["head"].split()
+        name = head[1] if match["kind"] == "http" else head[0]
+        row = rows[(match["kind"], name)]
+        row.queries.append(int(match["queries"]))
+        row.db_ms.append(float(match["db"]))
+        row.mem_mib.append(float(match["mem"]))
+        row.external.append(int(match["ext"]))
+        if match["breach"]:
+            row.breaches.extend(part.split()[0] for part in match["breach"].split(", "))
+
+
+def _table(rows: dict[tuple[str, str], Row]) -> None:
+    print("\nper route and task:")
+    header = ("kind", "name", "units", "queries p50", "max", "db ms", "mem MiB", "ext", "breaches")
+    table = [header]
+    for (kind, name), row in sorted(rows.items()):
+        table.append(
+            (
+                kind,
+                name,
+                str(len(row.queries)),
+                f"{statistics.median(row.queries):g}",
+                str(max(row.queries)),
+                f"{sum(row.db_ms):.1f}",
+                f"{sum(row.mem_mib):+.1f}",
+                str(sum(row.external)),
+                ", ".join(sorted(set(row.breaches))) or "-",
+            )
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(port: int, server: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the shop exited with status {server.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("the shop did not start within 30 s")
+
+
+def _get(url: str) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            response.read()
+    except urllib.error.HTTPError as error:
+        error.read()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Views of the example shop; each one shows one rule of the zen (see the README's tour)."""
+
+from __future__ import annotations
+
+import functools
+
+import pymongo
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+
+from shop.models import Category, Order
+
+_REPORTS: list[list[dict[str, object]]] = []
+
+
+def order_detail(request: HttpRequest, pk: int) -> JsonResponse:
+    """Within budget: one query for the order and its customer, one for its lines."""
+    order = Order.objects.select_related("customer").get(pk=pk)
+    lines = [{"sku": line.product.sku, "quantity": line.quantity} for line in order.lines.select_related("product")]
+    return JsonResponse({"order": order.pk, "customer": order.customer.name, "lines": lines})
+
+
+def invoice(request: HttpRequest, pk: int) -> JsonResponse:
+    """Five queries, each needed: the page the benchmarks measure."""
+    order = Order.objects.select_related("customer").get(pk=pk)  # 1
+    lines = list(order.lines.select_related("product"))  # 2
+    previous = Order.objects.filter(customer=order.customer, pk__lt=order.pk).count()  # 3
+    categories = sorted(
+        Category.objects.filter(product__orderline__order=order).distinct().values_list("name", flat=True)
+    )  # 4
+    unpaid = Order.objects.filter(customer=order.customer, paid=False).exists()  # 5
+    total = sum(line.product.price * line.quantity for line in lines)
+    return JsonResponse(
+        {
+            "order": order.pk,
+            "customer": order.customer.name,
+            "total": str(total),
+            "previous_orders": previous,
+            "categories": categories,
+            "customer_has_unpaid": unpaid,
+        }
+    )
+
+
+def order_list(request: HttpRequest) -> JsonResponse:
+    """N+1: one query for the orders, then one more per order for its customer."""
+    orders = Order.objects.order_by("pk")[:12]
+    return JsonResponse({"orders": [{"order": o.pk, "customer": o.customer.name} for o in orders]})
+
+
+def order_list_fixed(request: HttpRequest) -> JsonResponse:
+    """The same page with ``select_related``: one query."""
+    orders = Order.objects.select_related("customer").order_by("pk")[:12]
+    return JsonResponse({"orders": [{"order": o.pk, "customer": o.customer.name} for o in orders]})
+
+
+def report(request: HttpRequest) -> JsonResponse:
+    """Memory: every report is kept in a module-level list "for later", so the process grows."""
+    rows = [{"order": i, "line": j, "note": "x" * 64} for i in range(4000) for j in range(40)]
+    _REPORTS.append(rows)
+    return JsonResponse({"rows": len(rows), "kept_reports": len(_REPORTS)})
+
+
+@functools.cache
+def _mongo() -> pymongo.MongoClient:  # type: ignore[type-arg]
+    # Bounded waits: a database is an external system too.
+    return pymongo.MongoClient(settings.MONGO_URL, serverSelectionTimeoutMS=2000, socketTimeoutMS=2000)
+
+
+def catalogue(request: HttpRequest) -> JsonResponse:
+    """PostgreSQL (or SQLite) for the categories, MongoDB for the products of each one."""
+    categories = list(Category.objects.order_by("pk"))
+    if not settings.MONGO_URL:
+        return JsonResponse({"categories": [c.name for c in categories], "products": "MONGO_URL is not set"})
+    products = {
+        category.name: [p["sku"] for p in _mongo().shop.products.find({"category": category.pk}, {"_id": 0})]
+        for category in categories
+    }
+    return JsonResponse({"categories": [c.name for c in categories], "products": products})

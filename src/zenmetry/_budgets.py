@@ -1,0 +1,275 @@
+"""Budgets: the budget file, the ``@budget`` decorator, and which limits apply to a unit.
+
+Parsed and validated once, at start, into frozen objects; looked up per unit through a
+cache keyed by ``(kind, name)``, so the hot path does no parsing and no glob matching
+after a name's first unit.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Final, TypedDict, TypeVar, Unpack
+
+from zenmetry import _names
+from zenmetry._errors import ConfigError
+
+KINDS: Final = (_names.KIND_HTTP, _names.KIND_TASK)
+DEFAULT_REPEATED_QUERIES: Final = 5
+
+# Limit name -> (is a count, figure it is checked against). Counts are integers; the others
+# (milliseconds, MiB) take any finite number.
+_LIMITS: Final[dict[str, bool]] = {
+    "queries": True,
+    "db_time_ms": False,
+    "memory_mb": False,
+    "duration_ms": False,
+    "external_calls": True,
+    "repeated_queries": True,
+}
+ALLOWED: Final = ", ".join(_LIMITS)
+
+BUDGET_ATTRIBUTE: Final = "__zenmetry_budget__"
+"""Where ``@budget`` leaves its limits on a view function, view class or task."""
+
+_CACHE_MAX: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Maximums for one unit; ``None`` is "not checked"."""
+
+    queries: int | None = None
+    db_time_ms: float | None = None
+    memory_mb: float | None = None
+    duration_ms: float | None = None
+    external_calls: int | None = None
+    repeated_queries: int | None = None
+
+    def over(self, base: Limits) -> Limits:
+        """These limits, with the ones left out taken from ``base``."""
+        merged: dict[str, Any] = {
+            name: theirs if mine is None else mine
+            for name, mine, theirs in zip(_LIMITS, _values(self), _values(base), strict=True)
+        }
+        return Limits(**merged)
+
+    def items(self) -> list[tuple[str, int | float]]:
+        """The limits that are set, in the file's documented order."""
+        return [(name, value) for name, value in zip(_LIMITS, _values(self), strict=True) if value is not None]
+
+
+def _values(limits: Limits) -> tuple[int | float | None, ...]:
+    return tuple(getattr(limits, field.name) for field in fields(limits))
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """The limits that apply to one unit, and where they came from (``zen.budget``)."""
+
+    source: str
+    limits: Limits
+    checks: tuple[tuple[str, int | float], ...] = field(init=False)
+    """The limits to check, each in its own unit (int for counts, float for ms and MiB);
+    computed once, as budgets are cached."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (name, value if _LIMITS[name] else float(value))
+            for name, value in self.limits.items()
+            if name != "repeated_queries"
+        ]
+        if self.repeated_queries:
+            checks.append(("repeated_queries", self.repeated_queries))
+        object.__setattr__(self, "checks", tuple(checks))
+
+    @property
+    def repeated_queries(self) -> int:
+        """The repetition limit; 0 turns the check off."""
+        value = self.limits.repeated_queries
+        return DEFAULT_REPEATED_QUERIES if value is None else value
+
+
+class LimitsKwargs(TypedDict, total=False):
+    queries: int
+    db_time_ms: float
+    memory_mb: float
+    duration_ms: float
+    external_calls: int
+    repeated_queries: int
+
+
+def parse_limits(values: Mapping[str, Any], where: str) -> Limits:
+    """Validate a mapping of limit names to maximums; ``where`` prefixes every problem."""
+    problems = []
+    parsed: dict[str, Any] = {}
+    for key, value in values.items():
+        problem = _problem(key, value)
+        if problem:
+            problems.append(f"{where}, key {key!r}: {problem}")
+        else:
+            parsed[key] = value
+    if problems:
+        raise ConfigError(problems)
+    return Limits(**parsed)
+
+
+def _problem(key: str, value: Any) -> str | None:
+    if key not in _LIMITS:
+        return f"unknown limit; allowed: {ALLOWED}"
+    count = _LIMITS[key]
+    expected = "a non-negative integer" if count else "a non-negative number"
+    if isinstance(value, bool) or not isinstance(value, int | float) or (count and isinstance(value, float)):
+        return f"expected {expected}, got {value!r} ({type(value).__name__})"
+    if not math.isfinite(value) or value < 0:
+        return f"expected {expected}, got {value!r}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    key: str
+    limits: Limits
+
+
+class Budgets:
+    """The budget file as parsed once at start, looked up per unit.
+
+    ``Budgets()`` is the file-less default: no limit but ``repeated_queries = 5``, and
+    ``zen.budget`` is ``"default"``.
+    """
+
+    def __init__(self, path: Path | None = None, tables: Mapping[str, Any] | None = None) -> None:
+        self.path = path
+        self._kind_limits: dict[str, Limits] = {}
+        self._exact: dict[str, dict[str, _Entry]] = {kind: {} for kind in KINDS}
+        self._globs: dict[str, list[_Entry]] = {kind: [] for kind in KINDS}
+        self._cache: dict[tuple[str, str], Budget] = {}
+        if tables is not None:
+            self._load(tables)
+
+    @classmethod
+    def from_file(cls, path: Path) -> Budgets:
+        """Read and validate a budget file; raises ``ConfigError`` naming every problem."""
+        where = f"budget file {str(path)!r}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"{where}: cannot be read ({error.strerror or error})") from None
+        try:
+            tables = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{where}: not valid TOML: {error}") from None
+        return cls(path, tables)
+
+    def _load(self, tables: Mapping[str, Any]) -> None:
+        where = f"budget file {str(self.path)!r}"
+        problems: list[str] = []
+        for kind, table in tables.items():
+            if kind not in KINDS or not isinstance(table, dict):
+                problems.append(
+                    f"{where}, table [{kind}]: unknown table; allowed: [http], [task], "
+                    '[http."<route>"] and [task."<task name>"]'
+                )
+                continue
+            own = {key: value for key, value in table.items() if not isinstance(value, dict)}
+            try:
+                self._kind_limits[kind] = parse_limits(own, f"{where}, entry [{kind}]")
+            except ConfigError as error:
+                problems.extend(error.problems)
+            for key, value in table.items():
+                if not isinstance(value, dict):
+                    continue
+                try:
+                    entry = _Entry(key, parse_limits(value, f'{where}, entry [{kind}."{key}"]'))
+                except ConfigError as error:
+                    problems.extend(error.problems)
+                    continue
+                if "*" in key:
+                    self._globs[kind].append(entry)
+                else:
+                    self._exact[kind][key] = entry
+        if problems:
+            raise ConfigError(problems)
+        for globs in self._globs.values():
+            # Longest pattern first; sorted() is stable, so equal lengths keep file order.
+            globs.sort(key=lambda entry: -len(entry.key))
+
+    def lookup(self, kind: str, name: str) -> Budget:
+        """The budget for a unit: exact entry, else longest matching glob, else the kind's table."""
+        found = self._cache.get((kind, name))
+        if found is None:
+            found = self._resolve(kind, name)
+            if len(self._cache) < _CACHE_MAX:
+                self._cache[(kind, name)] = found
+        return found
+
+    def _resolve(self, kind: str, name: str) -> Budget:
+        base = self._kind_limits.get(kind, Limits())
+        if self.path is None:
+            return Budget(_names.BUDGET_DEFAULT, base)
+        entry = self._exact.get(kind, {}).get(name)
+        if entry is None:
+            entry = next((glob for glob in self._globs.get(kind, ()) if fnmatchcase(name, glob.key)), None)
+        if entry is None:
+            return Budget(kind, base)
+        return Budget(entry.key, entry.limits.over(base))
+
+    def resolve(self, kind: str, name: str, override: Limits | None) -> Budget:
+        """``lookup``, with a ``@budget`` override on top when the view or task has one."""
+        found = self.lookup(kind, name)
+        if override is None:
+            return found
+        return Budget(_names.BUDGET_DECORATOR, override.over(found.limits))
+
+    def entries(self) -> list[tuple[str, Budget]]:
+        """Every table and entry of the file with its effective limits (``zenmetry check``)."""
+        rows = []
+        for kind in KINDS:
+            base = self._kind_limits.get(kind, Limits())
+            rows.append((f"[{kind}]", Budget(kind, base)))
+            for entry in sorted([*self._exact[kind].values(), *self._globs[kind]], key=lambda e: e.key):
+                rows.append((f'[{kind}."{entry.key}"]', Budget(entry.key, entry.limits.over(base))))
+        return rows
+
+
+Decorated = TypeVar("Decorated", bound=Callable[..., Any] | type)
+
+
+def budget(**limits: Unpack[LimitsKwargs]) -> Callable[[Decorated], Decorated]:
+    """Override the budget file for one view (function or class) or one Celery task.
+
+    ``@budget(queries=5, duration_ms=200)``; limits left out come from the entry that would
+    otherwise apply, and ``zen.budget`` reads ``@budget``. Put it below ``@app.task`` (or
+    on the function a task wraps). An unknown or wrong limit raises ``ConfigError`` when the
+    decorated module is imported.
+    """
+
+    def decorate(target: Decorated) -> Decorated:
+        where = _describe(target)
+        setattr(target, BUDGET_ATTRIBUTE, parse_limits(limits, where))
+        return target
+
+    return decorate
+
+
+def _describe(target: Any) -> str:
+    module = getattr(target, "__module__", None) or "?"
+    code = getattr(target, "__code__", None)
+    file = code.co_filename if code is not None else getattr(sys.modules.get(module), "__file__", None)
+    name = getattr(target, "__qualname__", None) or getattr(target, "name", None) or repr(target)
+    return f"{str(file or module)!r}, @budget on {module}.{name}"
+
+
+def budget_of(target: Any) -> Limits | None:
+    """The ``@budget`` limits a view, view class or task carries, if any."""
+    found = getattr(target, BUDGET_ATTRIBUTE, None)
+    if found is None:
+        view_class = getattr(target, "view_class", None) or getattr(target, "run", None)
+        found = getattr(view_class, BUDGET_ATTRIBUTE, None)
+    return found if isinstance(found, Limits) else None

@@ -1,0 +1,50 @@
+"""zenmetry's global state, all of it: the settings and the unit processor of this process.
+
+The launcher calls the distro, then the configurator, then loads the instrumentors; the
+hooks the distro hands to instrumentors find the processor here. Nothing else in zenmetry
+is global beyond what OpenTelemetry itself imposes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+from zenmetry import _settings
+from zenmetry._errors import ConfigError
+from zenmetry._processor import UnitProcessor
+from zenmetry._settings import Settings
+
+
+@dataclass
+class _State:
+    settings: Settings | None = None
+    processor: UnitProcessor | None = None
+    configured_pid: int | None = None
+
+
+state = _State()
+
+
+def settings(*, exit_on_error: bool) -> Settings:
+    """The settings, loaded once. A bad setting raises ``ConfigError``, or with
+    ``exit_on_error`` prints one line per problem and exits with status 2 (the launcher
+    swallows exceptions raised while configuring, so stopping is zenmetry's job)."""
+    if state.settings is None:
+        try:
+            state.settings = _settings.load()
+        except ConfigError as error:
+            if not exit_on_error:
+                raise
+            sys.stderr.write("".join(f"zenmetry: {problem}\n" for problem in error.problems))
+            sys.stderr.write("zenmetry: fix the configuration above; the process was not started\n")
+            sys.stderr.flush()
+            # SystemExit inside sitecustomize becomes "Fatal Python error" with exit status 1.
+            os._exit(2)
+    return state.settings
+
+
+def processor() -> UnitProcessor | None:
+    """The unit processor of this process, once the configurator has run."""
+    return state.processor

@@ -1,0 +1,81 @@
+"""The ``zenmetry`` configurator, and ``configure()`` for processes started without the launcher.
+
+It builds the SDK exactly as OpenTelemetry's own configurator does, with two additions:
+the unit processor ahead of the exporting processor, and the configured sampler wrapped so
+that metrics stay exact whatever it drops.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk._configuration import _import_sampler, _OTelSDKConfigurator
+from opentelemetry.sdk.environment_variables import OTEL_TRACES_SAMPLER
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import Sampler, _get_from_env_or_default
+
+from zenmetry import _config
+from zenmetry._processor import UnitProcessor
+from zenmetry._sampler import AlwaysRecordSampler
+
+logger = logging.getLogger("zenmetry")
+
+OTEL_CONFIG_FILE = "OTEL_CONFIG_FILE"
+
+
+class ZenmetryConfigurator(_OTelSDKConfigurator):
+    """OpenTelemetry's SDK set-up, plus the unit processor and the always-record sampler."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        processor = UnitProcessor(_config.settings(exit_on_error=True))
+        if os.environ.get(OTEL_CONFIG_FILE):
+            # Declarative configuration ignores configurator arguments: add the processor to
+            # whatever provider the file built, and say what is lost.
+            super()._configure(**kwargs)
+            provider = trace.get_tracer_provider()
+            if isinstance(provider, TracerProvider):
+                provider.add_span_processor(processor)
+                logger.warning(
+                    "zenmetry: %s is set; the unit processor was added to the provider it built, but its "
+                    "sampler is not wrapped: zenmetry's metrics count sampled traces only",
+                    OTEL_CONFIG_FILE,
+                )
+            else:
+                logger.warning("zenmetry: %s built no SDK tracer provider; units are not measured", OTEL_CONFIG_FILE)
+                return
+        else:
+            kwargs["sampler"] = AlwaysRecordSampler(kwargs.get("sampler") or _configured_sampler())
+            kwargs["span_processors"] = [processor, *kwargs.get("span_processors", ())]
+            super()._configure(**kwargs)
+        _config.state.processor = processor
+        _config.state.configured_pid = os.getpid()
+
+
+def _configured_sampler() -> Sampler:
+    """The sampler ``OTEL_TRACES_SAMPLER`` names (built-in or entry point), else the SDK default."""
+    sampler = _import_sampler(os.environ.get(OTEL_TRACES_SAMPLER)) if os.environ.get(OTEL_TRACES_SAMPLER) else None
+    return sampler or _get_from_env_or_default()
+
+
+def configure() -> None:
+    """Set up OpenTelemetry with zenmetry and instrument every installed library.
+
+    For processes not started by ``opentelemetry-instrument``: call it in gunicorn's
+    ``post_fork`` or Celery's ``worker_process_init``. It is idempotent, and a no-op in a
+    process the launcher (or a parent before fork) has already configured. Bad settings
+    raise ``zenmetry.ConfigError``.
+    """
+    if _config.state.processor is not None:
+        return
+    from opentelemetry.instrumentation.auto_instrumentation._load import _load_instrumentors
+
+    from zenmetry._distro import ZenmetryDistro
+
+    distro = ZenmetryDistro()
+    distro.configure(exit_on_error=False)
+    _config.settings(exit_on_error=False)
+    ZenmetryConfigurator().configure()
+    _load_instrumentors(distro)

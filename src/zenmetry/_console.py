@@ -1,0 +1,49 @@
+"""The console line (``ZENMETRY_CONSOLE=1``): one line per unit on stderr, for development."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+
+from zenmetry._units import MIB, Breach, Figures
+
+
+def line(figures: Figures, point: Mapping[str, str | int], found: Sequence[Breach]) -> str:
+    """Format one unit, e.g. (one line)::
+
+    zenmetry http GET orders/<int:pk>/ 200 | queries 10 (mongodb 3, postgresql 7) | db 12.3 ms
+    | mem +1.2 MiB | ext 0 | 92.1 ms | BREACH queries 10>8
+    """
+    head = " ".join(str(part) for part in (figures.kind, *_point_head(figures, point)))
+    systems = ", ".join(f"{system} {count}" for system, (count, _) in sorted(figures.systems.items()))
+    parts = [
+        f"zenmetry {head}",
+        f"queries {figures.queries}" + (f" ({systems})" if systems else ""),
+        f"db {figures.db_duration_ms:.1f} ms",
+        f"mem {_signed_mib(figures.rss_delta_bytes)}",
+        f"ext {figures.external_calls}" + (f" ({figures.no_timeout} without timeout)" if figures.no_timeout else ""),
+        f"{figures.duration_ms:.1f} ms",
+    ]
+    if found:
+        parts.append("BREACH " + ", ".join(f"{b.limit} {_number(b.actual)}>{_number(b.value)}" for b in found))
+    return " | ".join(parts)
+
+
+def _point_head(figures: Figures, point: Mapping[str, str | int]) -> list[object]:
+    if figures.kind == "http":
+        return [point.get("http.request.method", "?"), figures.name, point.get("http.response.status_code", "?")]
+    return [figures.name, point.get("celery.state", "?")]
+
+
+def _signed_mib(delta: int) -> str:
+    return f"{'+' if delta >= 0 else '-'}{abs(delta) / MIB:.1f} MiB"
+
+
+def _number(value: int | float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.1f}"
+
+
+def write(text: str) -> None:
+    """One write per line, so lines from concurrent units do not interleave."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()

@@ -1,0 +1,90 @@
+"""Django glue: the response hook that finishes an ``http`` unit, and a safe start.
+
+The hook runs inside the Django instrumentation's ``process_response``, while the request
+span is still open, so the unit's figures can still be written on it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, Final
+
+import wrapt
+
+from zenmetry import _config, _guard, _names
+from zenmetry._budgets import budget_of
+
+logger = logging.getLogger("zenmetry")
+
+SETTINGS_VARIABLE: Final = "DJANGO_SETTINGS_MODULE"
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+
+
+def response_hook(span: Any, request: Any, response: Any) -> None:
+    """``DjangoInstrumentor(response_hook=...)``: finish the request's unit."""
+    processor = _config.processor()
+    if processor is None:
+        return
+    try:
+        match = getattr(request, "resolver_match", None)
+        route = getattr(match, "route", None)
+        method = request.method if request.method in _METHODS else "_OTHER"
+        processor.finish(
+            span,
+            route or _names.UNMATCHED,
+            {_names.HTTP_REQUEST_METHOD: method, _names.HTTP_RESPONSE_STATUS_CODE: response.status_code},
+            budget_of(match.func) if match is not None else None,
+        )
+    except Exception:  # noqa: BLE001
+        _guard.swallow("the Django response hook")
+
+
+def instrument_when_ready(instrument: Callable[[], None]) -> None:
+    """Run the Django instrumentor now if Django's settings can be loaded, else at ``django.setup()``.
+
+    The instrumentor reads ``settings.MIDDLEWARE``; when ``DJANGO_SETTINGS_MODULE`` is unset
+    or not importable yet it silently configures *empty* settings, and the application
+    then runs without its own. Celery projects commonly set the variable in ``celery.py``,
+    after the launcher has run: waiting for ``django.setup()`` instruments them correctly.
+    """
+    from django.conf import settings
+
+    module = os.environ.get(SETTINGS_VARIABLE, "").strip()
+    if settings.configured or (module and _importable(module)):
+        instrument()
+        return
+    if module:
+        logger.warning(
+            "zenmetry: %s=%r cannot be imported yet; Django will be instrumented when django.setup() runs",
+            SETTINGS_VARIABLE,
+            module,
+        )
+    else:
+        logger.warning(
+            "zenmetry: %s is not set; Django will be instrumented when django.setup() runs. Set it in the "
+            "environment of opentelemetry-instrument (for example %s=mysite.settings) so that requests are "
+            "measured from the first one",
+            SETTINGS_VARIABLE,
+            SETTINGS_VARIABLE,
+        )
+    pending = [instrument]
+
+    def setup_then_instrument(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        while pending:
+            try:
+                pending.pop()()
+            except Exception:  # noqa: BLE001
+                _guard.swallow("the deferred Django instrumentation")
+        return wrapped(*args, **kwargs)
+
+    wrapt.wrap_function_wrapper("django", "setup", setup_then_instrument)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -1,0 +1,124 @@
+"""Statement shapes: SQL and MongoDB commands with every literal removed.
+
+A shape is ``(key, text)``: statements with the same key ran "the same statement" for
+repetition counting; ``text`` is what events show. Neither ever holds a literal, a
+parameter or a comment (sqlcommenter comments carry trace ids and would split shapes).
+
+PostgreSQL statements are keyed by libpg_query's fingerprint (through ``pglast``, as
+pganalyze does): it ignores literals, ``IN``-list lengths and savepoint names. Other
+dialects, and PostgreSQL statements pglast cannot parse, go through a small tokenizer.
+Both are cached by statement text: ORM statements are parameterised, so the set of texts
+is small; the cache is bounded for code that inlines literals.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import pglast.parser
+
+MAX_TEXT = 1000
+"""Longest shape text kept (CONTRACT.md: at most 1,000 characters)."""
+
+_MAX_INPUT = 20_000
+"""Statements longer than this are shaped from their first 20,000 characters."""
+
+# One pass over the statement: each alternative is a token kept or replaced. Quoted
+# strings run to the end of the text when unterminated, so a hostile statement cannot
+# smuggle a literal out by leaving its quote open.
+_TOKENS = re.compile(
+    r"""
+      (?P<comment>/\*.*?(?:\*/|\Z)|--[^\n]*)
+    | (?P<string>(?:[NnEeBbXxUu]&?)?'(?:[^'\\]|''|\\.)*(?:'|\Z))
+    | (?P<dollar>\$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?(?:\$(?P=tag)\$|\Z))
+    | (?P<ident>"(?:[^"]|"")*"|`(?:[^`]|``)*`)
+    | (?P<unterminated>["`].*\Z)
+    | (?P<placeholder>%\(\w+\)s|%s|\$\d+|\?\d*|(?<![:\w]):[A-Za-z_]\w*)
+    | (?P<number>(?<![\w$.])(?:0[xX][0-9a-fA-F]+|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?))
+    | (?P<word>[A-Za-z_][\w$]*)
+    | (?P<space>\s+)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+# "(?, ?, ?)" and "(?), (?)" repeat one shape: collapse them so that IN-lists and multi-row
+# VALUES of any length share a key.
+_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)(?:\s*,\s*\(\s*\?(?:\s*,\s*\?)*\s*\))*")
+_MAX_ITEMS = 20
+"""A list of documents (``$or``, a pipeline) shows at most its first 20 shapes."""
+_PG_PLACEHOLDER = re.compile(r"%\(\w+\)s|%s")
+
+
+def _token(match: re.Match[str]) -> str:
+    group = match.lastgroup
+    if group in ("comment", "space"):
+        return " "
+    if group in ("ident", "word"):
+        return match.group()
+    return "?"
+
+
+def normalize_sql(statement: str) -> str:
+    """Return ``statement`` with literals, placeholders and comments replaced, spaces collapsed.
+
+    >>> normalize_sql("SELECT * FROM t WHERE a = 'x' AND b IN (1, 2, 3) -- note")
+    'SELECT * FROM t WHERE a = ? AND b IN (?)'
+    """
+    text = _TOKENS.sub(_token, statement[:_MAX_INPUT])
+    text = _LIST.sub("(?)", " ".join(text.split()))
+    return text[:MAX_TEXT]
+
+
+@lru_cache(maxsize=4096)
+def sql_shape(statement: str, system: str) -> tuple[str, str]:
+    """The shape of one SQL statement as ``(key, text)``; see the module docstring."""
+    text = normalize_sql(statement)
+    if system == "postgresql" and len(statement) <= _MAX_INPUT:
+        try:
+            # pglast parses PostgreSQL, not the driver's pyformat placeholders.
+            return pglast.parser.fingerprint(_PG_PLACEHOLDER.sub("$1", statement)), text
+        except (pglast.parser.ParseError, ValueError):
+            pass
+    return text, text
+
+
+def mongo_shape(command: Mapping[str, Any]) -> tuple[str, str]:
+    """The shape of one MongoDB command as seen by the driver's command listener.
+
+    The command name and collection are kept, and the *keys* of the filter (``filter``,
+    ``q``, pipeline stages, ``query``), with every value replaced by ``?``; documents being
+    written are left out entirely.
+
+    >>> mongo_shape({"find": "products", "filter": {"sku": "A1", "price": {"$gt": 3}}})[1]
+    'products.find {"sku": ?, "price": {"$gt": ?}}'
+    """
+    items = iter(command.items())
+    name, collection = next(items, ("", ""))
+    parts = [f"{collection}.{name}" if isinstance(collection, str) else str(name)]
+    if name == "aggregate":
+        parts.append(_value_shape(command.get("pipeline", [])))
+    elif name in ("update", "delete"):
+        statements = command.get("updates" if name == "update" else "deletes") or [{}]
+        first = statements[0] if isinstance(statements, list) else {}
+        parts.append(_value_shape(first.get("q", {}) if isinstance(first, Mapping) else {}))
+    else:
+        for field in ("filter", "query"):
+            if field in command:
+                parts.append(_value_shape(command[field]))
+                break
+    text = " ".join(parts)[:MAX_TEXT]
+    return text, text
+
+
+def _value_shape(value: Any) -> str:
+    if isinstance(value, Mapping):
+        inner = ", ".join(f'"{key}": {_value_shape(item)}' for key, item in value.items())
+        return "{" + inner + "}"
+    if isinstance(value, (list, tuple)):
+        # A list of documents keeps its first document's shape; a list of values is one "?".
+        if value and isinstance(value[0], Mapping):
+            return "[" + ", ".join(_value_shape(item) for item in value[:_MAX_ITEMS]) + "]"
+        return "[?]"
+    return "?"

@@ -1,0 +1,81 @@
+"""The public names of CONTRACT.md, each written once.
+
+Dashboards, alert rules and users depend on these strings: change one only with a
+migration note in the README and the CHANGELOG.
+"""
+
+from typing import Final
+
+# Environment variables (zenmetry's own; standard OTEL_* keep their meaning).
+ENV_BUDGETS: Final = "ZENMETRY_BUDGETS"
+ENV_CONSOLE: Final = "ZENMETRY_CONSOLE"
+ENV_HTTP_TIMEOUT: Final = "ZENMETRY_HTTP_TIMEOUT"
+
+DEFAULT_BUDGET_FILE: Final = "zenmetry.toml"
+
+# Kinds of unit.
+KIND_HTTP: Final = "http"
+KIND_TASK: Final = "task"
+UNMATCHED: Final = "unmatched"
+
+# Attributes on the unit span.
+UNIT_KIND: Final = "zen.unit.kind"
+UNIT_NAME: Final = "zen.unit.name"
+DB_QUERIES: Final = "zen.db.queries"
+DB_DURATION_MS: Final = "zen.db.duration_ms"
+DB_REPEATED_MAX: Final = "zen.db.repeated_max"
+EXTERNAL_CALLS: Final = "zen.external.calls"
+EXTERNAL_DURATION_MS: Final = "zen.external.duration_ms"
+EXTERNAL_NO_TIMEOUT: Final = "zen.external.no_timeout"
+MEMORY_RSS_DELTA: Final = "zen.memory.rss_delta_bytes"
+DURATION_MS: Final = "zen.duration_ms"
+BUDGET: Final = "zen.budget"
+BUDGET_BREACHED: Final = "zen.budget.breached"
+
+
+def db_system_queries(system: str) -> str:
+    """``zen.db.<system>.queries``."""
+    return f"zen.db.{system}.queries"
+
+
+def db_system_duration_ms(system: str) -> str:
+    """``zen.db.<system>.duration_ms``."""
+    return f"zen.db.{system}.duration_ms"
+
+
+# Span events and their attributes.
+EVENT_BREACH: Final = "zen.budget.breach"
+EVENT_REPEATED_QUERY: Final = "zen.db.repeated_query"
+EVENT_NO_TIMEOUT: Final = "zen.external.no_timeout"
+LIMIT: Final = "zen.limit"
+LIMIT_VALUE: Final = "zen.limit.value"
+ACTUAL: Final = "zen.actual"
+STATEMENT_FINGERPRINT: Final = "zen.statement.fingerprint"
+COUNT: Final = "zen.count"
+
+# Budget sources other than an entry's own key.
+BUDGET_DECORATOR: Final = "@budget"
+BUDGET_DEFAULT: Final = "default"
+
+# Metrics.
+METER_NAME: Final = "zenmetry"
+METRIC_DURATION: Final = "zen.unit.duration"
+METRIC_DB_QUERIES: Final = "zen.unit.db.queries"
+METRIC_DB_DURATION: Final = "zen.unit.db.duration"
+METRIC_MEMORY_GROWTH: Final = "zen.unit.memory.growth"
+METRIC_EXTERNAL_CALLS: Final = "zen.unit.external.calls"
+METRIC_BREACHES: Final = "zen.budget.breaches"
+ALL_SYSTEMS: Final = "all"
+
+# Semantic-convention names zenmetry reads or writes (both generations where they differ).
+DB_SYSTEM: Final = "db.system"
+DB_SYSTEM_NAME: Final = "db.system.name"
+DB_STATEMENT: Final = "db.statement"
+DB_QUERY_TEXT: Final = "db.query.text"
+HTTP_REQUEST_METHOD: Final = "http.request.method"
+HTTP_METHOD_OLD: Final = "http.method"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+HTTP_STATUS_CODE_OLD: Final = "http.status_code"
+HTTP_ROUTE: Final = "http.route"
+SERVER_ADDRESS: Final = "server.address"
+CELERY_STATE: Final = "celery.state"

@@ -1,0 +1,39 @@
+"""psycopg 3 glue: DB spans for server-side cursors, which the instrumentation misses.
+
+``opentelemetry-instrumentation-psycopg`` traces cursors made by ``cursor_factory``; named
+(server-side) cursors come from ``ServerCursor``, which it never wraps. Django's
+``QuerySet.iterator()`` on PostgreSQL uses one, so without this those queries would be
+missing from their request. The wrapper reuses the instrumentation's own cursor tracer, so
+the spans look exactly like the others.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import wrapt
+from opentelemetry.instrumentation.psycopg import CursorTracer, DatabaseApiIntegration, PsycopgInstrumentor
+from opentelemetry.instrumentation.psycopg.version import __version__
+
+_integrations: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def trace_server_cursors() -> None:
+    """Wrap ``psycopg.ServerCursor.execute`` (sync only: Django's ORM is sync underneath)."""
+    wrapt.wrap_function_wrapper("psycopg", "ServerCursor.execute", _traced_execute)
+
+
+def _traced_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    connection = instance.connection
+    integration = _integrations.get(connection)
+    if integration is None:
+        integration = DatabaseApiIntegration(
+            "opentelemetry.instrumentation.psycopg",
+            PsycopgInstrumentor._DATABASE_SYSTEM,  # noqa: SLF001
+            connection_attributes=PsycopgInstrumentor._CONNECTION_ATTRIBUTES,  # noqa: SLF001
+            version=__version__,
+        )
+        integration.get_connection_attributes(connection)
+        _integrations[connection] = integration
+    return CursorTracer(integration).traced_execution(instance, wrapped, *args, **kwargs)

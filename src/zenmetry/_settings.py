@@ -1,0 +1,70 @@
+"""zenmetry's settings: every ``ZENMETRY_*`` variable and the budget file, read in one place.
+
+``load()`` returns a frozen ``Settings``; nothing else reads these variables or re-parses
+the budget file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zenmetry import _names
+from zenmetry._budgets import Budgets
+from zenmetry._errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the ``ZENMETRY_*`` variables say, validated."""
+
+    budgets: Budgets = field(default_factory=Budgets)
+    console: bool = False
+    http_timeout: float | None = None
+
+
+def load(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Settings:
+    """Read the environment and the budget file; raises ``ConfigError`` listing every problem."""
+    problems: list[str] = []
+    console = environ.get(_names.ENV_CONSOLE, "").strip()
+    if console not in ("", "0", "1"):
+        problems.append(f"{_names.ENV_CONSOLE}={console!r}: expected 1 (print a line per unit) or 0")
+    http_timeout = _http_timeout(environ.get(_names.ENV_HTTP_TIMEOUT, "").strip(), problems)
+    budgets = Budgets()
+    try:
+        path = budget_path(environ, cwd)
+        if path is not None:
+            budgets = Budgets.from_file(path)
+    except ConfigError as error:
+        problems.extend(error.problems)
+    if problems:
+        raise ConfigError(problems)
+    return Settings(budgets=budgets, console=console == "1", http_timeout=http_timeout)
+
+
+def budget_path(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Path | None:
+    """The budget file in use: ``ZENMETRY_BUDGETS`` (which must exist), else ``./zenmetry.toml`` if present."""
+    named = environ.get(_names.ENV_BUDGETS, "").strip()
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"{_names.ENV_BUDGETS}={named!r}: no such budget file")
+        return path
+    default = (cwd or Path.cwd()) / _names.DEFAULT_BUDGET_FILE
+    return default if default.is_file() else None
+
+
+def _http_timeout(value: str, problems: list[str]) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        problems.append(f"{_names.ENV_HTTP_TIMEOUT}={value!r}: expected a positive number of seconds, such as 5")
+        return None
+    return seconds

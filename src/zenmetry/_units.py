@@ -1,0 +1,170 @@
+"""Units of work: the running figures of one request or task, and what they come to.
+
+A ``Unit`` is fed by the span processor as the unit's DB and external calls end; when the
+unit finishes, ``Unit.figures()`` freezes them and ``breaches()`` checks them against the
+budget that applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from zenmetry._budgets import Budget
+
+MIB: Final = 1024 * 1024
+
+
+class Unit:
+    """Running figures of one unit. Mutated only by the span processor, without locks: each
+    unit is fed by the spans of its own request or task."""
+
+    __slots__ = (
+        "db_ns",
+        "external_calls",
+        "external_ns",
+        "finished",
+        "kind",
+        "no_timeout",
+        "queries",
+        "rss_start",
+        "shapes",
+        "span_id",
+        "start_ns",
+        "statements",
+        "systems",
+    )
+
+    def __init__(self, kind: str, span_id: int, start_ns: int, rss_start: int) -> None:
+        self.kind = kind
+        self.span_id = span_id
+        self.start_ns = start_ns
+        self.rss_start = rss_start
+        self.queries = 0
+        self.db_ns = 0
+        self.systems: dict[str, list[int]] = {}
+        # (system, shape key) -> [count, shape text]
+        self.shapes: dict[tuple[str, str], list[Any]] = {}
+        self.external_calls = 0
+        self.external_ns = 0
+        self.no_timeout = 0
+        self.finished = False
+        self.statements: list[Statement] | None = None
+
+    def add_db(self, system: str, duration_ns: int, shape: tuple[str, str] | None) -> None:
+        self.queries += 1
+        self.db_ns += duration_ns
+        per_system = self.systems.get(system)
+        if per_system is None:
+            self.systems[system] = [1, duration_ns]
+        else:
+            per_system[0] += 1
+            per_system[1] += duration_ns
+        if shape is not None:
+            key = (system, shape[0])
+            seen = self.shapes.get(key)
+            if seen is None:
+                self.shapes[key] = [1, shape[1]]
+            else:
+                seen[0] += 1
+        if self.statements is not None:
+            self.statements.append(Statement(system, shape[1] if shape else "", duration_ns / 1e6))
+
+    def add_external(self, duration_ns: int) -> None:
+        self.external_calls += 1
+        self.external_ns += duration_ns
+
+    def figures(self, name: str, end_ns: int, rss_end: int) -> Figures:
+        """Freeze the running figures; called once, when the unit finishes."""
+        # Only shapes that ran more than once can be reported as repeated.
+        repeated = sorted(
+            (Repetition(system, text, count) for (system, _), (count, text) in self.shapes.items() if count > 1),
+            key=lambda repetition: -repetition.count,
+        )
+        return Figures(
+            kind=self.kind,
+            name=name,
+            queries=self.queries,
+            db_duration_ms=self.db_ns / 1e6,
+            systems={system: (count, ns / 1e6) for system, (count, ns) in self.systems.items()},
+            repeated_max=repeated[0].count if repeated else (1 if self.shapes else 0),
+            repetitions=tuple(repeated),
+            external_calls=self.external_calls,
+            external_duration_ms=self.external_ns / 1e6,
+            no_timeout=self.no_timeout,
+            rss_delta_bytes=rss_end - self.rss_start,
+            duration_ms=max(end_ns - self.start_ns, 0) / 1e6,
+            statements=tuple(self.statements) if self.statements is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One DB call, in execution order (kept only when a test asks for it)."""
+
+    system: str
+    text: str
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Repetition:
+    """How many times one statement shape ran in a unit."""
+
+    system: str
+    text: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """What one unit came to: the values of CONTRACT.md's unit attributes."""
+
+    kind: str
+    name: str
+    queries: int
+    db_duration_ms: float
+    systems: dict[str, tuple[int, float]]
+    repeated_max: int
+    repetitions: tuple[Repetition, ...]
+    external_calls: int
+    external_duration_ms: float
+    no_timeout: int
+    rss_delta_bytes: int
+    duration_ms: float
+    statements: tuple[Statement, ...] | None = None
+
+    def actual(self, limit: str) -> int | float:
+        """The figure a limit is checked against, in the limit's own unit."""
+        if limit == "queries":
+            return self.queries
+        if limit == "db_time_ms":
+            return self.db_duration_ms
+        if limit == "memory_mb":
+            return self.rss_delta_bytes / MIB
+        if limit == "duration_ms":
+            return self.duration_ms
+        if limit == "external_calls":
+            return self.external_calls
+        if limit == "repeated_queries":
+            return self.repeated_max
+        raise KeyError(limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """One limit exceeded: ``actual > value``."""
+
+    limit: str
+    value: int | float
+    actual: int | float
+
+
+def breaches(budget: Budget, figures: Figures) -> list[Breach]:
+    """The limits of ``budget`` that ``figures`` exceed (strictly: equality is within budget)."""
+    found = []
+    for limit, value in budget.checks:
+        actual = figures.actual(limit)
+        if actual > value:
+            found.append(Breach(limit, value, actual))
+    return found

@@ -1,0 +1,132 @@
+"""Requests as units, in this process: Django's test client, the real instrumentations,
+real PostgreSQL and the MongoDB wire-protocol server."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from conftest import Harness
+
+
+@pytest.fixture
+def client() -> Client:
+    return Client(raise_request_exception=False)
+
+
+class TestRequestFigures:
+    @pytest.mark.parametrize("n", [0, 1, 7])
+    def test_each_query_of_a_view_is_counted(self, zen: Harness, client: Client, n: int) -> None:
+        """A view making n queries exports exactly n, for PostgreSQL and in all."""
+        assert client.get(f"/queries/{n}/").status_code == 200
+        attributes = zen.unit().attributes
+        assert attributes["zen.unit.kind"] == "http"
+        assert attributes["zen.unit.name"] == "queries/<int:n>/"
+        assert attributes["zen.db.queries"] == n
+        assert attributes.get("zen.db.postgresql.queries", 0) == n
+        assert attributes["zen.db.repeated_max"] == n
+        assert attributes["zen.budget"] == "default"
+        assert len(zen.db_spans()) == n
+
+    def test_postgresql_and_mongodb_are_counted_per_system(self, zen: Harness, client: Client) -> None:
+        """7 PostgreSQL queries and 3 MongoDB calls: 10 in all, 7 and 3 per system, spans and metrics."""
+        assert client.get("/mixed/").status_code == 200
+        attributes = zen.unit().attributes
+        assert (
+            attributes["zen.db.queries"],
+            attributes["zen.db.postgresql.queries"],
+            attributes["zen.db.mongodb.queries"],
+        ) == (10, 7, 3)
+        assert attributes["zen.db.duration_ms"] == pytest.approx(
+            attributes["zen.db.postgresql.duration_ms"] + attributes["zen.db.mongodb.duration_ms"]
+        )
+        base = {
+            ("zen.unit.kind", "http"),
+            ("zen.unit.name", "mixed/"),
+            ("http.request.method", "GET"),
+            ("http.response.status_code", 200),
+        }
+        queries = zen.metric("zen.unit.db.queries")
+        assert queries == {
+            frozenset(base | {("db.system", "postgresql")}): (1, 7),
+            frozenset(base | {("db.system", "mongodb")}): (1, 3),
+            frozenset(base | {("db.system", "all")}): (1, 10),
+        }
+        assert set(zen.metric("zen.unit.duration")) == {frozenset(base)}
+
+    def test_every_orm_statement_becomes_a_db_span_of_the_request(self, zen: Harness, client: Client) -> None:
+        """Inserts, bulk inserts, savepoints, updates, a server-side cursor (``iterator()``), counts,
+        joins and cascading deletes: each statement Django executes is one DB span of the request."""
+        response = client.get("/orm/")
+        executed = response.json()["executed"]
+        assert executed == 11
+        assert zen.unit().attributes["zen.db.queries"] == 11
+        assert len(zen.db_spans()) == 11
+        statements = [span.attributes["db.statement"].split()[0] for span in zen.db_spans()]
+        assert statements == [
+            "INSERT",
+            "INSERT",
+            "SAVEPOINT",
+            "UPDATE",
+            "RELEASE",
+            "SELECT",
+            "SELECT",
+            "SELECT",
+            "DELETE",
+            "DELETE",
+            "DELETE",
+        ]
+
+    def test_a_route_inside_an_include_is_named_by_its_full_template(self, zen: Harness, client: Client) -> None:
+        client.get("/api/v1/customers/2/")
+        assert zen.unit().attributes["zen.unit.name"] == "api/v1/customers/<int:n>/"
+
+    def test_a_request_matching_no_route_is_named_unmatched(self, zen: Harness, client: Client) -> None:
+        assert client.get("/no/such/page").status_code == 404
+        attributes = zen.unit().attributes
+        assert (attributes["zen.unit.name"], attributes["zen.db.queries"]) == ("unmatched", 0)
+        assert set(zen.metric("zen.unit.duration")) == {
+            frozenset(
+                {
+                    ("zen.unit.kind", "http"),
+                    ("zen.unit.name", "unmatched"),
+                    ("http.request.method", "GET"),
+                    ("http.response.status_code", 404),
+                }
+            )
+        }
+
+    def test_a_view_that_raises_still_reports_its_figures(self, zen: Harness, client: Client) -> None:
+        assert client.get("/boom/").status_code == 500
+        attributes = zen.unit().attributes
+        assert (attributes["zen.unit.name"], attributes["zen.db.queries"]) == ("boom/", 1)
+
+    def test_class_based_views_are_units(self, zen: Harness, client: Client) -> None:
+        client.get("/cbv/")
+        attributes = zen.unit().attributes
+        assert (attributes["zen.unit.name"], attributes["zen.db.queries"]) == ("cbv/", 1)
+
+    def test_memory_kept_by_a_request_shows_as_rss_growth(self, zen: Harness, client: Client) -> None:
+        """A view keeping 32 MiB alive grows the process by at least that, and the histogram records it."""
+        client.get("/grow/32/")
+        delta = zen.unit().attributes["zen.memory.rss_delta_bytes"]
+        assert 32 * 2**20 <= delta < 48 * 2**20
+        ((count, growth),) = zen.metric("zen.unit.memory.growth").values()
+        assert (count, growth) == (1, delta)
+
+    def test_every_contract_attribute_is_present_even_when_zero(self, zen: Harness, client: Client) -> None:
+        client.get("/queries/0/")
+        attributes = zen.unit().attributes
+        assert {key: attributes[key] for key in ZERO_WHEN_IDLE} == dict.fromkeys(ZERO_WHEN_IDLE, 0)
+        assert attributes["zen.duration_ms"] > 0
+        assert "zen.budget.breached" not in attributes
+
+
+ZERO_WHEN_IDLE = [
+    "zen.db.queries",
+    "zen.db.duration_ms",
+    "zen.db.repeated_max",
+    "zen.external.calls",
+    "zen.external.duration_ms",
+    "zen.external.no_timeout",
+]

@@ -1,0 +1,147 @@
+"""Statement shapes never carry a literal, and equal statements share a key."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zenmetry._fingerprint import MAX_TEXT, mongo_shape, normalize_sql, sql_shape
+
+
+class TestNormalizeSql:
+    @pytest.mark.parametrize(
+        ("statement", "expected"),
+        [
+            ("SELECT * FROM t WHERE a = 'x' AND b IN (1, 2, 3) -- note", "SELECT * FROM t WHERE a = ? AND b IN (?)"),
+            (
+                'SELECT "t"."a1" FROM "t" WHERE "t"."id" = %s LIMIT 21',
+                'SELECT "t"."a1" FROM "t" WHERE "t"."id" = ? LIMIT ?',
+            ),
+            (
+                "UPDATE t SET a = %(a)s WHERE b = :b AND c = $1 AND d = ?",
+                "UPDATE t SET a = ? WHERE b = ? AND c = ? AND d = ?",
+            ),
+            ("INSERT INTO t (a, b) VALUES (%s, %s), (%s, %s)", "INSERT INTO t (a, b) VALUES (?)"),
+            ("SELECT 1.5e10, .5, 0xFF, -4", "SELECT ?, ?, ?, -?"),
+            ("SELECT E'it\\'s', 'it''s', $$dollar$$, $tag$tagged$tag$", "SELECT ?, ?, ?, ?"),
+            ("SELECT a /* secret 42 */ FROM t", "SELECT a FROM t"),
+            ("SELECT a FROM t /*traceparent='00-abc-01'*/", "SELECT a FROM t"),
+            ('SAVEPOINT "s140_x1"', 'SAVEPOINT "s140_x1"'),
+            ("SELECT 'unterminated secret", "SELECT ?"),
+            ('SELECT "unterminated secret', "SELECT ?"),
+            ("SELECT a::int FROM t2 WHERE ARRAY[1, 2] && b", "SELECT a::int FROM t2 WHERE ARRAY[?, ?] && b"),
+        ],
+    )
+    def test_literals_placeholders_and_comments_are_removed(self, statement: str, expected: str) -> None:
+        assert normalize_sql(statement) == expected
+
+    def test_text_is_at_most_1000_characters(self) -> None:
+        statement = "SELECT " + ", ".join(f"column_{i}" for i in range(500)) + " FROM t"
+        assert len(normalize_sql(statement)) == MAX_TEXT
+
+
+class TestSqlShape:
+    def test_postgresql_statements_differing_in_literals_and_list_lengths_share_a_key(self) -> None:
+        one = sql_shape("SELECT * FROM t WHERE a = 1 AND b IN (1, 2)", "postgresql")
+        two = sql_shape("SELECT * FROM t WHERE a = %s AND b IN (%s, %s, %s)", "postgresql")
+        assert one[0] == two[0]
+        assert len(one[0]) == 16  # libpg_query's 64-bit fingerprint, in hex
+        assert one[1] == "SELECT * FROM t WHERE a = ? AND b IN (?)"
+
+    def test_postgresql_savepoint_names_share_a_key(self) -> None:
+        assert sql_shape('SAVEPOINT "s1_x1"', "postgresql")[0] == sql_shape('SAVEPOINT "s2_x9"', "postgresql")[0]
+
+    def test_unparsable_postgresql_falls_back_to_the_tokenizer(self) -> None:
+        assert sql_shape("SELEKT nonsense 'x'", "postgresql") == ("SELEKT nonsense ?", "SELEKT nonsense ?")
+
+    def test_other_dialects_are_keyed_by_their_normalized_text(self) -> None:
+        assert sql_shape("SELECT a FROM t WHERE b = 7", "sqlite") == (
+            "SELECT a FROM t WHERE b = ?",
+            "SELECT a FROM t WHERE b = ?",
+        )
+
+
+_TEMPLATES = [
+    "SELECT * FROM orders WHERE customer = {} AND note = {}",
+    "UPDATE stock SET qty = {} WHERE sku = {}",
+    "INSERT INTO log (a, b) VALUES ({}, {})",
+    "DELETE FROM t WHERE id IN ({}, {})",
+]
+# PostgreSQL text cannot hold NUL (the driver refuses it), so no statement carries one.
+_SECRETS = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"),
+    min_size=6,
+    max_size=30,
+)
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class TestNoLiteralEverLeaks:
+    @given(
+        st.sampled_from(_TEMPLATES),
+        _SECRETS,
+        st.integers(min_value=100_000, max_value=10**12),
+        st.sampled_from(["postgresql", "sqlite", "mysql"]),
+    )
+    def test_string_and_number_literals_never_appear_in_a_shape(
+        self, template: str, secret: str, number: int, system: str
+    ) -> None:
+        """Whatever the literal, the shape neither contains it nor depends on it."""
+        statement = template.format(_sql_literal(secret), number)
+        key, text = sql_shape(statement, system)
+        reference = sql_shape(template.format("'x'", 1), system)
+        assert (key, text) == reference
+        assert str(number) not in text
+        assert secret.strip() not in text or secret.strip() in template
+
+    @given(st.text(max_size=300), st.sampled_from(["postgresql", "sqlite"]))
+    def test_any_input_gives_a_shape_without_raising(self, statement: str, system: str) -> None:
+        key, text = sql_shape(statement, system)
+        assert len(text) <= MAX_TEXT
+        assert isinstance(key, str)
+
+    @given(_SECRETS)
+    def test_a_quoted_secret_inside_any_statement_is_removed(self, secret: str) -> None:
+        statement = f"SELECT a FROM t WHERE b = {_sql_literal('zz' + secret)} OR c = 1"
+        assert "zz" not in normalize_sql(statement)
+
+
+class TestMongoShape:
+    @pytest.mark.parametrize(
+        ("command", "expected"),
+        [
+            (
+                {"find": "products", "filter": {"sku": "A1", "price": {"$gt": 3}}, "limit": 1, "$db": "shop"},
+                'products.find {"sku": ?, "price": {"$gt": ?}}',
+            ),
+            (
+                {"find": "products", "filter": {"$or": [{"a": 1}, {"b": {"$in": [1, 2]}}]}},
+                'products.find {"$or": [{"a": ?}, {"b": {"$in": [?]}}]}',
+            ),
+            (
+                {
+                    "aggregate": "orders",
+                    "pipeline": [{"$match": {"x": 5}}, {"$group": {"_id": "$y", "n": {"$sum": 1}}}],
+                },
+                'orders.aggregate [{"$match": {"x": ?}}, {"$group": {"_id": ?, "n": {"$sum": ?}}}]',
+            ),
+            (
+                {"update": "orders", "updates": [{"q": {"_id": 5}, "u": {"$set": {"a": "secret"}}}]},
+                'orders.update {"_id": ?}',
+            ),
+            ({"delete": "orders", "deletes": [{"q": {"state": "old"}, "limit": 0}]}, 'orders.delete {"state": ?}'),
+            ({"insert": "orders", "documents": [{"a": "secret"}]}, "orders.insert"),
+            ({"count": "orders", "query": {"state": "new"}}, 'orders.count {"state": ?}'),
+            ({"ping": 1}, "ping"),
+        ],
+    )
+    def test_values_are_removed_and_keys_kept(self, command: dict[str, object], expected: str) -> None:
+        assert mongo_shape(command) == (expected, expected)
+
+    def test_twelve_lookups_with_different_values_share_one_shape(self) -> None:
+        shapes = {mongo_shape({"find": "products", "filter": {"sku": f"SKU-{i}"}, "limit": 1}) for i in range(12)}
+        assert shapes == {('products.find {"sku": ?}', 'products.find {"sku": ?}')}

@@ -1,0 +1,297 @@
+"""The unit processor on the real SDK: which spans are units, what belongs to them, and
+what is written and recorded when they finish."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from opentelemetry import context, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
+from zenmetry._processor import CELERY_SCOPE, UnitProcessor
+from zenmetry._sampler import AlwaysRecordSampler
+from zenmetry._settings import Settings
+
+GET = {"http.request.method": "GET", "http.response.status_code": 200}
+
+
+@dataclass
+class Setup:
+    provider: TracerProvider
+    processor: UnitProcessor
+    exporter: InMemorySpanExporter
+    reader: InMemoryMetricReader
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        return self.provider.get_tracer("tests")
+
+    def spans(self) -> dict[str, ReadableSpan]:
+        return {span.name: span for span in self.exporter.get_finished_spans()}
+
+    def metric(self, name: str) -> dict[frozenset[tuple[str, object]], tuple[int, float]]:
+        data = self.reader.get_metrics_data()
+        found = {}
+        for resource_metrics in data.resource_metrics if data else ():
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if metric.name == name:
+                        for point in metric.data.data_points:
+                            count = getattr(point, "count", None)
+                            found[frozenset(point.attributes.items())] = (
+                                (count, point.sum) if count is not None else (point.value, point.value)
+                            )
+        return found
+
+
+def make(sampler: object = None, settings: Settings | None = None) -> Setup:
+    reader = InMemoryMetricReader()
+    processor = UnitProcessor(settings, MeterProvider(metric_readers=[reader]))
+    provider = TracerProvider(sampler=AlwaysRecordSampler(sampler or ParentBased(ALWAYS_ON)))  # type: ignore[arg-type]
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(processor)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return Setup(provider, processor, exporter, reader)
+
+
+@pytest.fixture
+def setup() -> Iterator[Setup]:
+    made = make()
+    yield made
+    assert made.processor._open == {}, "every span that ended left the processor"
+    made.provider.shutdown()
+
+
+def db(tracer: trace.Tracer, statement: str = "SELECT 1", system: str = "postgresql", *, new: bool = False) -> None:
+    attributes = (
+        {"db.system.name": system, "db.query.text": statement}
+        if new
+        else {"db.system": system, "db.statement": statement}
+    )
+    with tracer.start_as_current_span(f"{system} call", kind=SpanKind.CLIENT, attributes=attributes):
+        pass
+
+
+class TestWhatIsAUnit:
+    def test_a_server_span_is_an_http_unit_and_its_db_calls_count(self, setup: Setup) -> None:
+        """DB spans of both semantic-convention generations are DB calls of the unit."""
+        with setup.tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER) as span:
+            db(setup.tracer, "SELECT 1")
+            db(setup.tracer, "SELECT 2", system="mongodb", new=True)
+            setup.processor.finish(span, "x/", GET)
+        attributes = setup.spans()["GET /x"].attributes
+        assert (attributes["zen.unit.kind"], attributes["zen.unit.name"]) == ("http", "x/")
+        assert (
+            attributes["zen.db.queries"],
+            attributes["zen.db.postgresql.queries"],
+            attributes["zen.db.mongodb.queries"],
+        ) == (2, 1, 1)
+
+    def test_a_server_span_with_a_remote_parent_is_a_unit(self, setup: Setup) -> None:
+        remote = SpanContext(trace_id=7, span_id=9, is_remote=True, trace_flags=TraceFlags(1))
+        parent = trace.set_span_in_context(NonRecordingSpan(remote))
+        with setup.tracer.start_as_current_span("GET /r", context=parent, kind=SpanKind.SERVER) as span:
+            db(setup.tracer)
+            setup.processor.finish(span, "r/", GET)
+        assert setup.spans()["GET /r"].attributes["zen.db.queries"] == 1
+
+    def test_the_celery_run_span_is_a_task_unit_and_counts_for_the_enclosing_request(self, setup: Setup) -> None:
+        """An eager task inside a request: its DB call counts for the task and for the request."""
+        celery = setup.provider.get_tracer(CELERY_SCOPE)
+        with setup.tracer.start_as_current_span("GET /e", kind=SpanKind.SERVER) as request:
+            db(setup.tracer, "SELECT 'request'")
+            with celery.start_as_current_span("run/shop.tasks.invoice", kind=SpanKind.CONSUMER) as task:
+                db(setup.tracer, "SELECT 'task'")
+                setup.processor.finish(task, "shop.tasks.invoice", {"celery.state": "SUCCESS"})
+            setup.processor.finish(request, "e/", GET)
+        spans = setup.spans()
+        assert spans["run/shop.tasks.invoice"].attributes["zen.unit.kind"] == "task"
+        assert spans["run/shop.tasks.invoice"].attributes["zen.db.queries"] == 1
+        assert spans["GET /e"].attributes["zen.db.queries"] == 2
+
+    def test_a_consumer_span_of_another_instrumentation_is_not_a_unit(self, setup: Setup) -> None:
+        with setup.tracer.start_as_current_span("kafka receive", kind=SpanKind.CONSUMER) as span:
+            db(setup.tracer)
+            setup.processor.finish(span, "x", {})
+        assert "zen.unit.kind" not in setup.spans()["kafka receive"].attributes
+
+    def test_spans_outside_any_unit_are_not_counted(self, setup: Setup) -> None:
+        db(setup.tracer)
+        with setup.tracer.start_as_current_span("GET /later", kind=SpanKind.SERVER) as span:
+            setup.processor.finish(span, "later/", GET)
+        assert setup.spans()["GET /later"].attributes["zen.db.queries"] == 0
+
+    def test_calls_in_nested_internal_spans_belong_to_the_unit(self, setup: Setup) -> None:
+        with setup.tracer.start_as_current_span("GET /n", kind=SpanKind.SERVER) as span:
+            with setup.tracer.start_as_current_span("render"), setup.tracer.start_as_current_span("inner"):
+                db(setup.tracer)
+            setup.processor.finish(span, "n/", GET)
+        assert setup.spans()["GET /n"].attributes["zen.db.queries"] == 1
+
+    def test_an_http_client_span_is_an_external_call_not_a_db_call(self, setup: Setup) -> None:
+        with setup.tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER) as span:
+            for method_key in ("http.request.method", "http.method"):
+                with setup.tracer.start_as_current_span("GET", kind=SpanKind.CLIENT, attributes={method_key: "GET"}):
+                    pass
+            with setup.tracer.start_as_current_span(
+                "es", kind=SpanKind.CLIENT, attributes={"http.method": "GET", "db.system": "elasticsearch"}
+            ):
+                pass
+            setup.processor.finish(span, "x/", GET)
+        attributes = setup.spans()["GET /x"].attributes
+        assert (
+            attributes["zen.external.calls"],
+            attributes["zen.db.queries"],
+            attributes["zen.db.elasticsearch.queries"],
+        ) == (2, 1, 1)
+
+
+class TestFinishing:
+    def test_a_unit_ended_without_a_hook_still_records_its_metrics(self, setup: Setup) -> None:
+        with setup.tracer.start_as_current_span(
+            "GET /h", kind=SpanKind.SERVER, attributes={"http.route": "h/<int:pk>/", "http.method": "GET"}
+        ) as span:
+            db(setup.tracer)
+            span.set_attribute("http.status_code", 201)
+        assert "zen.db.queries" not in setup.spans()["GET /h"].attributes
+        assert setup.metric("zen.unit.db.queries") == {
+            frozenset(
+                {
+                    ("zen.unit.kind", "http"),
+                    ("zen.unit.name", "h/<int:pk>/"),
+                    ("http.request.method", "GET"),
+                    ("http.response.status_code", 201),
+                    ("db.system", system),
+                }
+            ): (1, 1)
+            for system in ("postgresql", "all")
+        }
+
+    def test_finishing_twice_or_a_non_unit_span_changes_nothing(self, setup: Setup) -> None:
+        with setup.tracer.start_as_current_span("GET /t", kind=SpanKind.SERVER) as span:
+            db(setup.tracer)
+            setup.processor.finish(span, "t/", GET)
+            db(setup.tracer)  # after the unit finished: not counted
+            setup.processor.finish(span, "t/", GET)
+            with setup.tracer.start_as_current_span("inner") as inner:
+                setup.processor.finish(inner, "inner", GET)
+        assert setup.spans()["GET /t"].attributes["zen.db.queries"] == 1
+        assert [count for count, _ in setup.metric("zen.unit.duration").values()] == [1]
+
+    @pytest.mark.parametrize(("repeats", "events"), [(5, 0), (6, 1)])
+    def test_a_statement_shape_run_more_than_five_times_is_reported(
+        self, setup: Setup, repeats: int, events: int
+    ) -> None:
+        """Without a budget file repeated_queries is 5: six runs of one shape breach it, five do not."""
+        with setup.tracer.start_as_current_span("GET /r", kind=SpanKind.SERVER) as span:
+            for i in range(repeats):
+                db(setup.tracer, f"SELECT * FROM t WHERE id = {i}")
+            db(setup.tracer, "SELECT 1")
+            setup.processor.finish(span, "r/", GET)
+        unit = setup.spans()["GET /r"]
+        assert unit.attributes["zen.db.repeated_max"] == repeats
+        repeated = [dict(e.attributes) for e in unit.events if e.name == "zen.db.repeated_query"]
+        breaches = [dict(e.attributes) for e in unit.events if e.name == "zen.budget.breach"]
+        assert (
+            repeated
+            == [
+                {"zen.statement.fingerprint": "SELECT * FROM t WHERE id = ?", "zen.count": 6, "db.system": "postgresql"}
+            ]
+            * events
+        )
+        assert (
+            breaches
+            == [{"zen.limit": "repeated_queries", "zen.limit.value": 5, "zen.actual": 6, "zen.budget": "default"}]
+            * events
+        )
+        assert unit.attributes.get("zen.budget.breached") == (("repeated_queries",) if events else None)
+
+    def test_the_console_line_shows_the_unit_at_a_glance(self, capsys: pytest.CaptureFixture[str]) -> None:
+        made = make(settings=Settings(console=True))
+        celery = made.provider.get_tracer(CELERY_SCOPE)
+        with made.tracer.start_as_current_span("GET /c", kind=SpanKind.SERVER) as span:
+            for _ in range(7):
+                db(made.tracer, "SELECT 1")
+            db(made.tracer, "find", system="mongodb")
+            made.processor.finish(
+                span, "orders/<int:pk>/", {"http.request.method": "GET", "http.response.status_code": 200}
+            )
+        with celery.start_as_current_span("run/shop.tasks.sync", kind=SpanKind.CONSUMER) as task:
+            made.processor.finish(task, "shop.tasks.sync", {"celery.state": "FAILURE"})
+        lines = capsys.readouterr().err.splitlines()
+        assert re.fullmatch(
+            r"zenmetry http GET orders/<int:pk>/ 200 \| queries 8 \(mongodb 1, postgresql 7\) \| db \d+\.\d ms \| "
+            r"mem [+-]\d+\.\d MiB \| ext 0 \| \d+\.\d ms \| BREACH repeated_queries 7>5",
+            lines[0],
+        ), lines[0]
+        assert re.fullmatch(
+            r"zenmetry task shop.tasks.sync FAILURE \| queries 0 \| db 0\.0 ms \| mem [+-]\d+\.\d MiB \| ext 0 \| \d+\.\d ms",
+            lines[1],
+        ), lines[1]
+
+
+class TestSampling:
+    def test_a_dropped_trace_is_still_measured_but_not_exported(self) -> None:
+        """With a ratio-0 sampler nothing is exported, yet every unit is counted in the metrics."""
+        made = make(sampler=TraceIdRatioBased(0))
+        for n in (1, 2, 3):
+            with made.tracer.start_as_current_span("GET /s", kind=SpanKind.SERVER) as span:
+                assert span.is_recording()
+                assert not span.get_span_context().trace_flags.sampled
+                for _ in range(n):
+                    db(made.tracer)
+                made.processor.finish(span, "s/", GET)
+        assert made.exporter.get_finished_spans() == ()
+        points = made.metric("zen.unit.db.queries")
+        assert points[
+            frozenset({*GET.items(), ("zen.unit.kind", "http"), ("zen.unit.name", "s/"), ("db.system", "all")})
+        ] == (3, 6)
+
+    def test_a_kept_trace_is_exported_unchanged(self) -> None:
+        made = make(sampler=TraceIdRatioBased(1))
+        with made.tracer.start_as_current_span("GET /k", kind=SpanKind.SERVER, attributes={"a": 1}) as span:
+            made.processor.finish(span, "k/", GET)
+        (exported,) = made.exporter.get_finished_spans()
+        assert exported.context.trace_flags.sampled
+        assert exported.attributes["a"] == 1
+
+    def test_the_sampler_describes_what_it_wraps(self) -> None:
+        assert AlwaysRecordSampler(TraceIdRatioBased(0.5)).get_description() == "AlwaysRecord{TraceIdRatioBased{0.5}}"
+
+
+class TestGuard:
+    def test_an_error_inside_the_processor_never_reaches_the_application(
+        self, setup: Setup, swallowed: list[logging.LogRecord]
+    ) -> None:
+        """A failing listener is logged on the ``zenmetry`` logger; the request goes on."""
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("listener bug")
+
+        setup.processor.listeners.append(broken)
+        with setup.tracer.start_as_current_span("GET /g", kind=SpanKind.SERVER) as span:
+            setup.processor.finish(span, "g/", GET)
+        messages = [record.getMessage() for record in swallowed]
+        swallowed.clear()
+        assert messages == ["zenmetry: internal error in finish; the request or task was not affected"]
+        assert setup.spans()["GET /g"].attributes["zen.unit.name"] == "g/"
+
+    def test_detached_context_does_not_confuse_units(self, setup: Setup) -> None:
+        """A span started with an explicit empty context is a root of its own, not part of the open unit."""
+        with setup.tracer.start_as_current_span("GET /d", kind=SpanKind.SERVER) as span:
+            with setup.tracer.start_as_current_span(
+                "detached", context=context.Context(), kind=SpanKind.CLIENT, attributes={"db.system": "redis"}
+            ):
+                pass
+            setup.processor.finish(span, "d/", GET)
+        assert setup.spans()["GET /d"].attributes["zen.db.queries"] == 0

@@ -1,0 +1,41 @@
+"""Settings of the test project; the tests choose the databases through ZEN_TEST_* variables."""
+
+import os
+import sys
+
+if os.environ.get("ZEN_TEST_PG_DRIVER") == "psycopg2":
+    # Django prefers psycopg 3 when both drivers are installed; hide it to run on psycopg2.
+    sys.modules["psycopg"] = None  # type: ignore[assignment]
+
+SECRET_KEY = "zenmetry-tests"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "zentestapp.urls"
+INSTALLED_APPS = ["django.contrib.contenttypes", "zentestapp"]
+MIDDLEWARE: list[str] = []
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+if os.environ.get("ZEN_TEST_DB", "postgresql") == "sqlite":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("ZEN_TEST_SQLITE_PATH", "zentest.sqlite3"),
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("ZEN_TEST_PG_DB", "zenmetry_test"),
+            "USER": "postgres",
+            "HOST": "127.0.0.1",
+            "PORT": 5432,
+            # Start sessions in UTC so Django sends no set_config('TimeZone') query:
+            # the tests count every query exactly.
+            "OPTIONS": {"options": "-c TimeZone=UTC"},
+        }
+    }
+
+MONGO_URL = os.environ.get("ZEN_TEST_MONGO_URL", "")

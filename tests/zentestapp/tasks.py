@@ -1,0 +1,41 @@
+"""Tasks with known query counts."""
+
+from __future__ import annotations
+
+import time
+
+from zentestapp.celery_app import app
+from zentestapp.models import Customer
+
+
+@app.task(name="zentestapp.tasks.three_queries")
+def three_queries(i: int) -> int:
+    """Exactly 3 PostgreSQL queries."""
+    for pk in (1, 2, 3):
+        list(Customer.objects.filter(pk=pk + i % 5))
+    return i
+
+
+@app.task(name="zentestapp.tasks.queries")
+def queries(n: int, pause: float = 0.0) -> int:
+    """n queries, optionally pausing between them (to overlap with other tasks)."""
+    for pk in range(n):
+        list(Customer.objects.filter(pk=pk + 1))
+        time.sleep(pause)
+    return n
+
+
+@app.task(name="zentestapp.tasks.fails")
+def fails() -> None:
+    """One query, then a failure."""
+    list(Customer.objects.filter(pk=1))
+    raise RuntimeError("this task fails on purpose")
+
+
+@app.task(bind=True, name="zentestapp.tasks.retries", max_retries=2, default_retry_delay=0)
+def retries(self) -> str:  # type: ignore[no-untyped-def]
+    """One query per attempt; retries twice, then succeeds."""
+    list(Customer.objects.filter(pk=1))
+    if self.request.retries < 2:
+        raise self.retry(countdown=0)
+    return "done"

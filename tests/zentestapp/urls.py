@@ -1,0 +1,17 @@
+from django.urls import include, path
+
+from zentestapp import views
+
+api = [path("customers/<int:n>/", views.queries)]
+
+urlpatterns = [
+    path("queries/<int:n>/", views.queries),
+    path("mixed/", views.mixed),
+    path("orm/", views.orm),
+    path("async/<int:n>/", views.async_queries),
+    path("grow/<int:mib>/", views.grow),
+    path("eager/<int:n>/", views.eager),
+    path("boom/", views.boom),
+    path("cbv/", views.ClassBased.as_view()),
+    path("api/v1/", include(api)),
+]

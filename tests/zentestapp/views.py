@@ -1,0 +1,91 @@
+"""Views with known query counts."""
+
+from __future__ import annotations
+
+import functools
+
+import pymongo
+from django.conf import settings
+from django.db import connection, transaction
+from django.http import HttpRequest, JsonResponse
+from django.views import View
+
+from zentestapp.models import Customer, Order
+
+_kept: list[bytes] = []
+
+
+@functools.cache
+def mongo() -> pymongo.MongoClient:  # type: ignore[type-arg]
+    return pymongo.MongoClient(settings.MONGO_URL)
+
+
+def queries(request: HttpRequest, n: int) -> JsonResponse:
+    """n PostgreSQL (or SQLite) queries of one shape."""
+    for i in range(n):
+        list(Customer.objects.filter(pk=i + 1))
+    return JsonResponse({"n": n})
+
+
+def mixed(request: HttpRequest) -> JsonResponse:
+    """7 SQL queries and 3 MongoDB calls."""
+    for i in range(7):
+        Customer.objects.filter(pk=i + 1).exists()
+    for i in range(3):
+        mongo().catalogue.products.find_one({"sku": f"S{i}"})
+    return JsonResponse({"sql": 7, "mongo": 3})
+
+
+def orm(request: HttpRequest) -> JsonResponse:
+    """A tour of the ORM; returns how many statements Django itself executed."""
+    executed = []
+
+    def count(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        executed.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(count):
+        customer = Customer.objects.create(name="c")  # 1
+        with transaction.atomic():  # savepoint-free outer atomic in autocommit: no statement
+            Order.objects.bulk_create([Order(customer=customer, number=i) for i in range(3)])  # 1
+            with transaction.atomic():  # SAVEPOINT, RELEASE: 2
+                Order.objects.filter(customer=customer).update(number=9)  # 1
+        list(Order.objects.filter(customer=customer).iterator(chunk_size=2))  # 1 (server-side cursor on PostgreSQL)
+        Order.objects.filter(customer=customer).count()  # 1
+        list(Order.objects.select_related("customer").filter(customer=customer))  # 1
+        Order.objects.filter(customer=customer).delete()  # 1 (or more on SQLite, see test)
+        customer.delete()  # 2: orders, then customer
+    return JsonResponse({"executed": len(executed)})
+
+
+async def async_queries(request: HttpRequest, n: int) -> JsonResponse:
+    """n queries from an async view (the ORM runs them in a worker thread)."""
+    for i in range(n):
+        await Customer.objects.filter(pk=i + 1).aexists()
+    return JsonResponse({"n": n})
+
+
+def eager(request: HttpRequest, n: int) -> JsonResponse:
+    """One query of its own, then a task run eagerly (in this request) making n queries."""
+    from zentestapp.tasks import queries
+
+    list(Customer.objects.filter(pk=1))
+    queries.delay(n)
+    return JsonResponse({"n": n})
+
+
+def grow(request: HttpRequest, mib: int) -> JsonResponse:
+    """Keep ``mib`` MiB alive after the request: the process's RSS grows by about that."""
+    _kept.append(b"x" * (mib * 1024 * 1024))
+    return JsonResponse({"mib": mib})
+
+
+def boom(request: HttpRequest) -> JsonResponse:
+    list(Customer.objects.filter(pk=1))
+    raise ValueError("boom")
+
+
+class ClassBased(View):
+    def get(self, request: HttpRequest) -> JsonResponse:
+        list(Customer.objects.all()[:1])
+        return JsonResponse({"ok": True})
