@@ -216,7 +216,7 @@ class TestFinishing:
         )
         assert unit.attributes.get("zen.budget.breached") == (("repeated_queries",) if events else None)
 
-    def test_the_console_line_shows_the_unit_at_a_glance(self, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_the_console_line_shows_the_unit_at_a_glance(self, capfd: pytest.CaptureFixture[str]) -> None:
         made = make(settings=Settings(console=True))
         celery = made.provider.get_tracer(CELERY_SCOPE)
         with made.tracer.start_as_current_span("GET /c", kind=SpanKind.SERVER) as span:
@@ -228,7 +228,7 @@ class TestFinishing:
             )
         with celery.start_as_current_span("run/shop.tasks.sync", kind=SpanKind.CONSUMER) as task:
             made.processor.finish(task, "shop.tasks.sync", {"celery.state": "FAILURE"})
-        lines = capsys.readouterr().err.splitlines()
+        lines = capfd.readouterr().err.splitlines()
         assert re.fullmatch(
             r"zenmetry http GET orders/<int:pk>/ 200 \| queries 8 \(mongodb 1, postgresql 7\) \| db \d+\.\d ms \| "
             r"mem [+-]\d+\.\d MiB \| ext 0 \| \d+\.\d ms \| BREACH repeated_queries 7>5",

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 
 from zenmetry import _config, _guard, _names
 from zenmetry._budgets import budget_of
+
+FLUSH_TIMEOUT_MILLIS = 5_000
 
 _connected = False
 
@@ -26,6 +28,7 @@ def connect() -> None:
     from celery import signals
 
     signals.task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="zenmetry.task_postrun")
+    signals.worker_process_shutdown.connect(_flush, weak=False, dispatch_uid="zenmetry.worker_process_shutdown")
     _connected = True
 
 
@@ -38,6 +41,23 @@ def _on_task_postrun(*, task_id: str | None = None, task: Any = None, state: str
         processor.finish(span, task.name, {_names.CELERY_STATE: state or "UNKNOWN"}, budget_of(task))
     except Exception:  # noqa: BLE001
         _guard.swallow("the Celery task_postrun receiver")
+
+
+def _flush(**_: Any) -> None:
+    """Export what a pool process still holds before it exits.
+
+    billiard ends pool processes with ``os._exit()``, so the SDK's exit handlers never run:
+    without this, every span and metric point of a process recycled by
+    ``--max-tasks-per-child`` is lost (opentelemetry-python-contrib #4916). Bounded, so a
+    collector that is down delays a recycled process by seconds, not minutes.
+    """
+    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+        try:
+            force_flush = getattr(provider, "force_flush", None)
+            if force_flush is not None:
+                force_flush(timeout_millis=FLUSH_TIMEOUT_MILLIS)
+        except Exception:  # noqa: BLE001
+            _guard.swallow("the flush before a Celery pool process exits")
 
 
 def _task_span(task: Any, task_id: str | None) -> Any:

@@ -44,6 +44,11 @@ def _number(value: int | float) -> str:
 
 
 def write(text: str) -> None:
-    """One write per line, so lines from concurrent units do not interleave."""
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
+    """One write per line, so lines from concurrent units do not interleave.
+
+    To the process's real stderr: Celery workers replace ``sys.stderr`` with a logger that
+    would re-format every line as a warning.
+    """
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(text + "\n")
+    stream.flush()

@@ -1,0 +1,241 @@
+"""Celery tasks as units: a real worker on the Redis broker, under ``opentelemetry-instrument``,
+exporting OTLP/HTTP to the test receiver; eager tasks inside requests in this process."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import subprocess
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from django.test import Client
+
+from conftest import BIN, TESTS, Harness, otel_env
+from otlp import Receiver
+
+THREE = "zentestapp.tasks.three_queries"
+FAILS = "zentestapp.tasks.fails"
+RETRIES = "zentestapp.tasks.retries"
+QUERIES = "zentestapp.tasks.queries"
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"zentest-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def send(task_queue: str) -> Iterator[object]:
+    from zentestapp.celery_app import app
+
+    with app.connection_for_write() as connection:
+
+        def send_task(name: str, *args: object) -> None:
+            app.send_task(name, args=list(args), queue=task_queue, connection=connection)
+
+        yield send_task
+
+
+def start_worker(
+    receiver: Receiver,
+    task_queue: str,
+    *args: str,
+    launcher: bool = True,
+    app: str = "zentestapp.celery_app",
+    **env: str,
+) -> Worker:
+    command = [
+        str(BIN / "celery"),
+        "-A",
+        app,
+        "worker",
+        "--queues",
+        task_queue,
+        "--loglevel",
+        "info",
+        "--without-heartbeat",
+        "--without-gossip",
+        "--without-mingle",
+        *args,
+    ]
+    if launcher:
+        command = [str(BIN / "opentelemetry-instrument"), *command]
+    process = subprocess.Popen(
+        command,
+        env=otel_env(receiver, **env),
+        cwd=TESTS,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    output: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            lines.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while True:
+        try:
+            line = lines.get(timeout=60)
+        except queue.Empty:
+            process.kill()
+            raise AssertionError("the worker did not become ready:\n" + "".join(output)) from None
+        if " ready." in line:
+            break
+    return Worker(process, output, reader)
+
+
+class Worker:
+    """A running worker; ``stop()`` ends it with a warm shutdown and returns what it printed."""
+
+    def __init__(self, process: subprocess.Popen[str], output: list[str], reader: threading.Thread) -> None:
+        self.process = process
+        self.output = output
+        self.reader = reader
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.reader.join(timeout=10)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        return "".join(self.output)
+
+
+def units_named(receiver: Receiver, name: str) -> list:
+    return [unit for unit in receiver.units() if unit.attributes["zen.unit.name"] == name]
+
+
+@pytest.mark.usefixtures("postgres_db")
+class TestPrefork:
+    def test_recycled_pool_processes_lose_nothing(self, receiver: Receiver, task_queue: str, send) -> None:
+        """prefork, concurrency 2, one task per child: 20 tasks of 3 queries and 2 failing ones
+        give 22 exact units and exact histograms, every child flushing before it exits."""
+        worker = start_worker(
+            receiver, task_queue, "--pool", "prefork", "--concurrency", "2", "--max-tasks-per-child", "1"
+        )
+        for i in range(20):
+            send(THREE, i)
+        send(FAILS)
+        send(FAILS)
+        receiver.wait(lambda r: len(r.units()) == 22, timeout=120)
+        output = worker.stop()
+        three, fails = units_named(receiver, THREE), units_named(receiver, FAILS)
+        assert (len(three), len(fails)) == (20, 2)
+        assert {
+            (u.attributes["zen.unit.kind"], u.attributes["zen.db.queries"], u.attributes["zen.db.postgresql.queries"])
+            for u in three
+        } == {("task", 3, 3)}
+        assert [u.attributes["zen.db.queries"] for u in fails] == [1, 1]
+        assert [u.status_code for u in fails] == [2, 2]  # STATUS_CODE_ERROR
+        # every pool process is its own service instance
+        assert len({u.resource["service.instance.id"] for u in receiver.units()}) == 22
+        receiver.wait(lambda r: r.total("zen.unit.db.queries", zen__unit__name=THREE, db__system="all").count == 20)
+        total = receiver.total("zen.unit.db.queries", zen__unit__name=THREE, db__system="all")
+        assert (total.count, total.sum) == (20, 60)
+        assert receiver.total("zen.unit.duration", zen__unit__name=THREE, celery__state="SUCCESS").count == 20
+        assert receiver.total("zen.unit.duration", zen__unit__name=FAILS, celery__state="FAILURE").count == 2
+        assert output.count("Traceback") == 2  # the two failing tasks, logged by Celery; nothing else
+
+
+@pytest.mark.usefixtures("postgres_db")
+class TestOutcomes:
+    def test_failed_and_retried_executions_are_each_a_unit(self, receiver: Receiver, task_queue: str, send) -> None:
+        worker = start_worker(receiver, task_queue, "--pool", "solo")
+        send(RETRIES)
+        send(FAILS)
+        receiver.wait(lambda r: len(r.units()) == 4, timeout=60)
+        worker.stop()
+        assert [u.attributes["zen.db.queries"] for u in units_named(receiver, RETRIES)] == [1, 1, 1]
+        receiver.wait(lambda r: r.total("zen.unit.duration").count == 4)
+        states = {
+            (name, state): receiver.total("zen.unit.duration", zen__unit__name=name, celery__state=state).count
+            for name, state in [(RETRIES, "RETRY"), (RETRIES, "SUCCESS"), (FAILS, "FAILURE")]
+        }
+        assert states == {(RETRIES, "RETRY"): 2, (RETRIES, "SUCCESS"): 1, (FAILS, "FAILURE"): 1}
+
+    @pytest.mark.parametrize("pool", [["--pool", "threads", "--concurrency", "4"], ["--pool", "solo"]])
+    def test_concurrent_tasks_keep_their_figures_apart(
+        self, receiver: Receiver, task_queue: str, send, pool: list[str]
+    ) -> None:
+        """Tasks of 1 to 12 queries, overlapping on threads (or one after another on solo):
+        each unit counts exactly the DB spans that are its own children."""
+        worker = start_worker(receiver, task_queue, *pool)
+        for n in range(1, 13):
+            send(QUERIES, n, 0.005)
+        receiver.wait(lambda r: len(r.units()) == 12, timeout=60)
+        worker.stop()
+        spans = receiver.spans()
+        figures = []
+        for unit in receiver.units():
+            children = [s for s in spans if s.parent_span_id == unit.span_id and s.kind == "CLIENT"]
+            assert unit.attributes["zen.db.queries"] == len(children)
+            figures.append(unit.attributes["zen.db.queries"])
+        assert sorted(figures) == list(range(1, 13))
+
+    def test_console_lines_show_task_units(self, receiver: Receiver, task_queue: str, send) -> None:
+        worker = start_worker(receiver, task_queue, "--pool", "solo", ZENMETRY_CONSOLE="1")
+        send(THREE, 1)
+        receiver.wait(lambda r: len(r.units()) == 1, timeout=60)
+        output = worker.stop()
+        (line,) = [line for line in output.splitlines() if line.startswith("zenmetry task")]
+        assert line.startswith(f"zenmetry task {THREE} SUCCESS | queries 3 (postgresql 3) | db ")
+
+
+@pytest.mark.usefixtures("postgres_db")
+class TestWithoutLauncher:
+    def test_configure_in_worker_process_init(self, receiver: Receiver, task_queue: str, send) -> None:
+        """``zenmetry.configure()`` in ``worker_process_init``, no launcher: units are exact and flushed."""
+        worker = start_worker(
+            receiver,
+            task_queue,
+            "--pool",
+            "prefork",
+            "--concurrency",
+            "1",
+            "--max-tasks-per-child",
+            "1",
+            launcher=False,
+            app="zentestapp.celery_configured",
+        )
+        send(THREE, 2)
+        send(THREE, 3)
+        receiver.wait(lambda r: len(r.units()) == 2, timeout=60)
+        worker.stop()
+        assert [u.attributes["zen.db.queries"] for u in receiver.units()] == [3, 3]
+
+
+@pytest.fixture
+def eager() -> Iterator[None]:
+    from zentestapp.celery_app import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+class TestEager:
+    @pytest.mark.usefixtures("eager")
+    def test_an_eager_task_inside_a_request_counts_for_both(self, zen: Harness) -> None:
+        """The task is a unit of its own, and its queries count for the enclosing request too."""
+        assert Client().get("/eager/2/").status_code == 200
+        units = {span.attributes["zen.unit.kind"]: span for span in zen.units()}
+        assert units["task"].attributes["zen.unit.name"] == QUERIES
+        assert units["task"].attributes["zen.db.queries"] == 2
+        assert units["http"].attributes["zen.db.queries"] == 3
+        assert units["task"].parent.span_id == units["http"].context.span_id
+        assert Counter(u.attributes["zen.unit.kind"] for u in zen.units()) == {"http": 1, "task": 1}
