@@ -33,6 +33,7 @@ _LIMITS: Final[dict[str, bool]] = {
     "repeated_queries": True,
 }
 ALLOWED: Final = ", ".join(_LIMITS)
+_TABLES: Final = 'allowed: [http], [task], [http."<route>"] and [task."<task name>"]'
 
 BUDGET_ATTRIBUTE: Final = "__zenmetry_budget__"
 """Where ``@budget`` leaves its limits on a view function, view class or task."""
@@ -171,11 +172,11 @@ class Budgets:
         where = f"budget file {str(self.path)!r}"
         problems: list[str] = []
         for kind, table in tables.items():
-            if kind not in KINDS or not isinstance(table, dict):
-                problems.append(
-                    f"{where}, table [{kind}]: unknown table; allowed: [http], [task], "
-                    '[http."<route>"] and [task."<task name>"]'
-                )
+            if not isinstance(table, dict):
+                problems.append(f"{where}, top-level key {kind!r}: limits go in a table; {_TABLES}")
+                continue
+            if kind not in KINDS:
+                problems.append(f"{where}, table [{kind}]: unknown table; {_TABLES}")
                 continue
             own = {key: value for key, value in table.items() if not isinstance(value, dict)}
             try:

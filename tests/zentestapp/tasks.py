@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from zenmetry import budget
 from zentestapp.celery_app import app
 from zentestapp.models import Customer
 
@@ -23,6 +24,13 @@ def queries(n: int, pause: float = 0.0) -> int:
         list(Customer.objects.filter(pk=pk + 1))
         time.sleep(pause)
     return n
+
+
+@app.task(name="zentestapp.tasks.decorated")
+@budget(queries=5)
+def decorated(n: int) -> int:
+    """n queries under ``@budget(queries=5)``."""
+    return queries(n)
 
 
 @app.task(name="zentestapp.tasks.fails")

@@ -13,5 +13,9 @@ urlpatterns = [
     path("eager/<int:n>/", views.eager),
     path("boom/", views.boom),
     path("cbv/", views.ClassBased.as_view()),
+    path("nplusone/", views.n_plus_one),
+    path("mongo-nplusone/", views.mongo_n_plus_one),
+    path("decorated/<int:n>/", views.decorated),
+    path("decorated-class/", views.DecoratedClass.as_view()),
     path("api/v1/", include(api)),
 ]

@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views import View
 
+from zenmetry import budget
 from zentestapp.models import Customer, Order
 
 _kept: list[bytes] = []
@@ -72,6 +73,32 @@ def eager(request: HttpRequest, n: int) -> JsonResponse:
     list(Customer.objects.filter(pk=1))
     queries.delay(n)
     return JsonResponse({"n": n})
+
+
+def n_plus_one(request: HttpRequest) -> JsonResponse:
+    """12 single-row lookups: one statement shape, run 12 times."""
+    names = [Customer.objects.get(pk=pk).name for pk in range(1, 13)]
+    return JsonResponse({"names": names})
+
+
+def mongo_n_plus_one(request: HttpRequest) -> JsonResponse:
+    """12 ``find_one`` calls with different values: one MongoDB shape, run 12 times."""
+    for i in range(12):
+        mongo().catalogue.products.find_one({"sku": f"SKU-{i}"})
+    return JsonResponse({"calls": 12})
+
+
+@budget(queries=2)
+def decorated(request: HttpRequest, n: int) -> JsonResponse:
+    """n queries under ``@budget(queries=2)``."""
+    return queries(request, n)
+
+
+@budget(queries=0, duration_ms=60_000)
+class DecoratedClass(View):
+    def get(self, request: HttpRequest) -> JsonResponse:
+        list(Customer.objects.all()[:1])
+        return JsonResponse({"ok": True})
 
 
 def grow(request: HttpRequest, mib: int) -> JsonResponse:
