@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -45,6 +46,12 @@ BIN = Path(sys.executable).parent
 PG_DB = f"zenmetry_test_{os.getpid()}"
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "zentestapp.settings")
+
+# Property tests explore the same examples on every run, so CI cannot turn red by chance; run
+# them with HYPOTHESIS_PROFILE=explore to search further.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, max_examples=300, deadline=None)
+hypothesis_settings.register_profile("explore", max_examples=20_000, database=None, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 os.environ.setdefault("ZEN_TEST_PG_DB", PG_DB)
 
 
@@ -229,6 +236,7 @@ class Harness:
     def reset(self, settings: Settings | None = None) -> None:
         """Forget spans; fresh metrics and the given settings for the next test."""
         self.exporter.clear()
+        self.processor._findings.clear()
         self.reader = InMemoryMetricReader()
         self.processor.settings = settings or Settings()
         self.processor._instruments = Instruments(MeterProvider(metric_readers=[self.reader]))
@@ -299,4 +307,4 @@ def zen(harness: Harness) -> Harness:
     return harness
 
 
-INSTRUMENTED = {"django", "psycopg", "pymongo", "sqlite3", "celery"}
+INSTRUMENTED = {"django", "psycopg", "pymongo", "sqlite3", "celery", "requests", "httpx", "urllib3", "urllib"}

@@ -65,7 +65,10 @@ class TestCheck:
         )
         (tmp_path / "zenmetry.toml").unlink()
         none = zenmetry("check", cwd=tmp_path)
-        assert (none.returncode, none.stderr) == (2, "zenmetry: no budget file: ZENMETRY_BUDGETS is not set and there is no ./zenmetry.toml\n")
+        assert (none.returncode, none.stderr) == (
+            2,
+            "zenmetry: no budget file: ZENMETRY_BUDGETS is not set and there is no ./zenmetry.toml\n",
+        )
         named = zenmetry("check", cwd=tmp_path, ZENMETRY_BUDGETS=str(tmp_path / "other.toml"))
         assert (named.returncode, named.stderr) == (
             2,

@@ -29,12 +29,23 @@ class TestNormalizeSql:
             ("SELECT a FROM t /*traceparent='00-abc-01'*/", "SELECT a FROM t"),
             ('SAVEPOINT "s140_x1"', 'SAVEPOINT "s140_x1"'),
             ("SELECT 'unterminated secret", "SELECT ?"),
+            ("SELECT 'C:\\' AS path, 'x'", "SELECT ? AS path, ?"),
             ('SELECT "unterminated secret', "SELECT ?"),
             ("SELECT a::int FROM t2 WHERE ARRAY[1, 2] && b", "SELECT a::int FROM t2 WHERE ARRAY[?, ?] && b"),
         ],
     )
     def test_literals_placeholders_and_comments_are_removed(self, statement: str, expected: str) -> None:
         assert normalize_sql(statement) == expected
+
+    @pytest.mark.parametrize(
+        ("statement", "expected"),
+        [
+            ("SELECT * FROM t WHERE a = 'it\\'s secret' AND b = 1", "SELECT * FROM t WHERE a = ? AND b = ?"),
+            ('SELECT * FROM t WHERE a = "double quoted secret"', "SELECT * FROM t WHERE a = ?"),
+        ],
+    )
+    def test_mysql_strings_have_backslash_escapes_and_double_quotes(self, statement: str, expected: str) -> None:
+        assert normalize_sql(statement, "mysql") == expected
 
     def test_text_is_at_most_1000_characters(self) -> None:
         statement = "SELECT " + ", ".join(f"column_{i}" for i in range(500)) + " FROM t"
@@ -76,7 +87,10 @@ _SECRETS = st.text(
 )
 
 
-def _sql_literal(text: str) -> str:
+def _sql_literal(text: str, system: str = "postgresql") -> str:
+    """Quote ``text`` as a driver would for ``system``."""
+    if system == "mysql":
+        text = text.replace("\\", "\\\\")
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -91,7 +105,7 @@ class TestNoLiteralEverLeaks:
         self, template: str, secret: str, number: int, system: str
     ) -> None:
         """Whatever the literal, the shape neither contains it nor depends on it."""
-        statement = template.format(_sql_literal(secret), number)
+        statement = template.format(_sql_literal(secret, system), number)
         key, text = sql_shape(statement, system)
         reference = sql_shape(template.format("'x'", 1), system)
         assert (key, text) == reference

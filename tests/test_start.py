@@ -55,6 +55,22 @@ class TestBadSettingsStopTheProcess:
         [
             ({"ZENMETRY_CONSOLE": "yes"}, "zenmetry: ZENMETRY_CONSOLE='yes': expected 1 (print a line per unit) or 0"),
             ({"ZENMETRY_BUDGETS": "missing.toml"}, "zenmetry: ZENMETRY_BUDGETS='missing.toml': no such budget file"),
+            (
+                {"ZENMETRY_HTTP_TIMEOUT": "soon"},
+                "zenmetry: ZENMETRY_HTTP_TIMEOUT='soon': expected a positive number of seconds, such as 5",
+            ),
+            (
+                {"ZENMETRY_HTTP_TIMEOUT": "-2"},
+                "zenmetry: ZENMETRY_HTTP_TIMEOUT='-2': expected a positive number of seconds, such as 5",
+            ),
+            (
+                {"ZENMETRY_HTTP_TIMEOUT": "0"},
+                "zenmetry: ZENMETRY_HTTP_TIMEOUT='0': expected a positive number of seconds, such as 5",
+            ),
+            (
+                {"ZENMETRY_HTTP_TIMEOUT": "nan"},
+                "zenmetry: ZENMETRY_HTTP_TIMEOUT='nan': expected a positive number of seconds, such as 5",
+            ),
         ],
     )
     def test_a_bad_variable_stops_start_up_with_status_2(self, variables: dict[str, str], message: str) -> None:

@@ -38,9 +38,16 @@ class ZenmetryDistro(BaseDistro):
             _django.instrument_when_ready(lambda: super(ZenmetryDistro, self).load_instrumentor(entry_point, **kwargs))
             return
         if name == "pymongo":
-            from zenmetry import _pymongo
+            from zenmetry import _db_timeouts, _pymongo
 
             kwargs.setdefault("request_hook", _pymongo.request_hook)
+            _db_timeouts.watch_mongo_clients()
+        elif name in ("requests", "urllib3", "httpx", "urllib"):
+            from zenmetry import _external
+
+            # Before the instrumentation: for httpx both wrap one method, and the timeout check
+            # must run inside the call's span.
+            _external.install(name)
         elif name == "celery":
             from zenmetry import _celery
 

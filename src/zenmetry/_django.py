@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import wrapt
 
-from zenmetry import _config, _guard, _names
+from zenmetry import _config, _db_timeouts, _guard, _names
 from zenmetry._budgets import budget_of
 
 logger = logging.getLogger("zenmetry")
@@ -55,6 +55,7 @@ def instrument_when_ready(instrument: Callable[[], None]) -> None:
     module = os.environ.get(SETTINGS_VARIABLE, "").strip()
     if settings.configured or (module and _importable(module)):
         instrument()
+        _check_databases()
         return
     if module:
         logger.warning(
@@ -70,17 +71,24 @@ def instrument_when_ready(instrument: Callable[[], None]) -> None:
             SETTINGS_VARIABLE,
             SETTINGS_VARIABLE,
         )
-    pending = [instrument]
+    pending = [instrument, _check_databases]
 
     def setup_then_instrument(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         while pending:
             try:
-                pending.pop()()
+                pending.pop(0)()
             except Exception:  # noqa: BLE001
                 _guard.swallow("the deferred Django instrumentation")
         return wrapped(*args, **kwargs)
 
     wrapt.wrap_function_wrapper("django", "setup", setup_then_instrument)
+
+
+def _check_databases() -> None:
+    from django.conf import settings
+
+    for finding in _db_timeouts.check_django(settings.DATABASES):
+        _db_timeouts.report(finding)
 
 
 def _importable(module: str) -> bool:

@@ -28,11 +28,11 @@ _MAX_INPUT = 20_000
 
 # One pass over the statement: each alternative is a token kept or replaced. Quoted
 # strings run to the end of the text when unterminated, so a hostile statement cannot
-# smuggle a literal out by leaving its quote open.
-_TOKENS = re.compile(
-    r"""
+# smuggle a literal out by leaving its quote open. Backslash escapes exist in PostgreSQL's
+# E'' strings and in every MySQL string; elsewhere a backslash is an ordinary character.
+_LEXER = r"""
       (?P<comment>/\*.*?(?:\*/|\Z)|--[^\n]*)
-    | (?P<string>(?:[NnEeBbXxUu]&?)?'(?:[^'\\]|''|\\.)*(?:'|\Z))
+    | (?P<string>{strings})
     | (?P<dollar>\$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?(?:\$(?P=tag)\$|\Z))
     | (?P<ident>"(?:[^"]|"")*"|`(?:[^`]|``)*`)
     | (?P<unterminated>["`].*\Z)
@@ -40,9 +40,13 @@ _TOKENS = re.compile(
     | (?P<number>(?<![\w$.])(?:0[xX][0-9a-fA-F]+|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?))
     | (?P<word>[A-Za-z_][\w$]*)
     | (?P<space>\s+)
-    """,
-    re.VERBOSE | re.DOTALL,
-)
+"""
+_STANDARD_STRINGS = r"[Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z)|(?:[NnBbXxUu]&?)?'(?:[^']|'')*(?:'|\Z)"
+_BACKSLASH_STRINGS = r"(?:[NnEeBbXx])?'(?:[^'\\]|''|\\.)*(?:'|\Z)|\"(?:[^\"\\]|\"\"|\\.)*(?:\"|\Z)"
+_TOKENS = re.compile(_LEXER.format(strings=_STANDARD_STRINGS), re.VERBOSE | re.DOTALL)
+# MySQL also quotes strings with double quotes (unless ANSI_QUOTES is on).
+_MYSQL_TOKENS = re.compile(_LEXER.format(strings=_BACKSLASH_STRINGS), re.VERBOSE | re.DOTALL)
+_BACKSLASH_SYSTEMS = frozenset({"mysql", "mariadb"})
 # "(?, ?, ?)" and "(?), (?)" repeat one shape: collapse them so that IN-lists and multi-row
 # VALUES of any length share a key.
 _LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)(?:\s*,\s*\(\s*\?(?:\s*,\s*\?)*\s*\))*")
@@ -60,13 +64,14 @@ def _token(match: re.Match[str]) -> str:
     return "?"
 
 
-def normalize_sql(statement: str) -> str:
+def normalize_sql(statement: str, system: str = "") -> str:
     """Return ``statement`` with literals, placeholders and comments replaced, spaces collapsed.
 
     >>> normalize_sql("SELECT * FROM t WHERE a = 'x' AND b IN (1, 2, 3) -- note")
     'SELECT * FROM t WHERE a = ? AND b IN (?)'
     """
-    text = _TOKENS.sub(_token, statement[:_MAX_INPUT])
+    tokens = _MYSQL_TOKENS if system in _BACKSLASH_SYSTEMS else _TOKENS
+    text = tokens.sub(_token, statement[:_MAX_INPUT])
     text = _LIST.sub("(?)", " ".join(text.split()))
     return text[:MAX_TEXT]
 
@@ -74,7 +79,7 @@ def normalize_sql(statement: str) -> str:
 @lru_cache(maxsize=4096)
 def sql_shape(statement: str, system: str) -> tuple[str, str]:
     """The shape of one SQL statement as ``(key, text)``; see the module docstring."""
-    text = normalize_sql(statement)
+    text = normalize_sql(statement, system)
     if system == "postgresql" and len(statement) <= _MAX_INPUT:
         try:
             # pglast parses PostgreSQL, not the driver's pyformat placeholders.

@@ -47,6 +47,10 @@ def db_system_duration_ms(system: str) -> str:
 EVENT_BREACH: Final = "zen.budget.breach"
 EVENT_REPEATED_QUERY: Final = "zen.db.repeated_query"
 EVENT_NO_TIMEOUT: Final = "zen.external.no_timeout"
+# zenmetry's own addition (not in CONTRACT.md): a database connection configured without timeouts.
+EVENT_CONFIG_NO_TIMEOUT: Final = "zen.config.no_timeout"
+CONFIG_SOURCE: Final = "zen.config.source"
+CONFIG_MISSING: Final = "zen.config.missing"
 LIMIT: Final = "zen.limit"
 LIMIT_VALUE: Final = "zen.limit.value"
 ACTUAL: Final = "zen.actual"

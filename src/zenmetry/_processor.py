@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind
 
 from zenmetry import _console, _guard, _memory, _names
 from zenmetry._budgets import Limits
+from zenmetry._db_timeouts import Finding
 from zenmetry._fingerprint import sql_shape
 from zenmetry._metrics import Attributes, Instruments
 from zenmetry._settings import Settings
@@ -71,6 +72,11 @@ class UnitProcessor(SpanProcessor):
         self._open: dict[int, tuple[Unit, ...]] = {}
         # span id -> shape, for DB calls whose statement attribute is unreliable (MongoDB).
         self._shapes: dict[int, tuple[str, str]] = {}
+        # External-call spans already reported without a timeout (redirects and retries of one
+        # call pass the check again).
+        self._no_timeout: set[int] = set()
+        # Connections found without timeouts, reported on the next unit this process finishes.
+        self._findings: list[Finding] = []
         self.listeners: list[Listener] = []
 
     # -- the hot path ------------------------------------------------------------------
@@ -89,7 +95,7 @@ class UnitProcessor(SpanProcessor):
                     self._open[span.context.span_id] = enclosing
                 return
             span_id = span.context.span_id
-            unit = Unit(unit_kind, span_id, span.start_time or time.time_ns(), _memory.rss())
+            unit = Unit(unit_kind, span, span.start_time or time.time_ns(), _memory.rss())
             if self._keep_statements:
                 unit.statements = []
             self._open[span_id] = (*enclosing, unit) if enclosing else (unit,)
@@ -102,6 +108,8 @@ class UnitProcessor(SpanProcessor):
             units = self._open.pop(span_id, None)
             if units is None:
                 return
+            if self._no_timeout:
+                self._no_timeout.discard(span_id)
             if span.kind is _CLIENT:
                 self._add_call(span, span_id, units)
             elif units[-1].span_id == span_id and not units[-1].finished:
@@ -152,6 +160,32 @@ class UnitProcessor(SpanProcessor):
         if span_id in self._open:
             self._shapes[span_id] = shape
 
+    def note_no_timeout(self, span: ApiSpan, method: str, address: str) -> None:
+        """Count an external call made without a timeout, with an event on its span (or on the
+        innermost unit's span when the call has no span of its own)."""
+        try:
+            span_id = span.get_span_context().span_id
+            units = self._open.get(span_id, ())
+            is_call = getattr(span, "kind", None) is _CLIENT
+            if is_call:
+                if span_id in self._no_timeout:
+                    return
+                self._no_timeout.add(span_id)
+            target = span if is_call and span.is_recording() else (units[-1].span if units else None)
+            if target is not None and target.is_recording():
+                target.add_event(
+                    _names.EVENT_NO_TIMEOUT, {_names.HTTP_REQUEST_METHOD: method, _names.SERVER_ADDRESS: address}
+                )
+            for unit in units:
+                if not unit.finished:
+                    unit.no_timeout += 1
+        except Exception:  # noqa: BLE001
+            _guard.swallow("note_no_timeout")
+
+    def note_config(self, finding: Finding) -> None:
+        """Report a connection without timeouts as an event on the next finished unit."""
+        self._findings.append(finding)
+
     def finish(self, span: ApiSpan, name: str, point: Attributes, override: Limits | None = None) -> None:
         """Finish the unit ``span`` opened, while the span can still be written to."""
         try:
@@ -170,6 +204,17 @@ class UnitProcessor(SpanProcessor):
         found = breaches(budget, figures)
         if span is not None and span.is_recording():
             _write(span, figures, budget.source, found, budget.repeated_queries)
+            if self._findings:
+                findings, self._findings = self._findings, []
+                for finding in findings:
+                    span.add_event(
+                        _names.EVENT_CONFIG_NO_TIMEOUT,
+                        {
+                            _names.DB_SYSTEM: finding.system,
+                            _names.CONFIG_SOURCE: finding.source,
+                            _names.CONFIG_MISSING: list(finding.missing),
+                        },
+                    )
         if self._instruments is None:
             self._instruments = Instruments(self._meter_provider)
         self._instruments.record(figures, point, found)
@@ -181,6 +226,7 @@ class UnitProcessor(SpanProcessor):
     def shutdown(self) -> None:
         self._open.clear()
         self._shapes.clear()
+        self._no_timeout.clear()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from opentelemetry.trace import Span
+
 from zenmetry._budgets import Budget
 
 MIB: Final = 1024 * 1024
@@ -29,15 +31,17 @@ class Unit:
         "queries",
         "rss_start",
         "shapes",
+        "span",
         "span_id",
         "start_ns",
         "statements",
         "systems",
     )
 
-    def __init__(self, kind: str, span_id: int, start_ns: int, rss_start: int) -> None:
+    def __init__(self, kind: str, span: Span, start_ns: int, rss_start: int) -> None:
         self.kind = kind
-        self.span_id = span_id
+        self.span = span
+        self.span_id = span.get_span_context().span_id
         self.start_ns = start_ns
         self.rss_start = rss_start
         self.queries = 0

@@ -33,8 +33,11 @@ else:
             "HOST": "127.0.0.1",
             "PORT": 5432,
             # Start sessions in UTC so Django sends no set_config('TimeZone') query:
-            # the tests count every query exactly.
-            "OPTIONS": {"options": "-c TimeZone=UTC"},
+            # the tests count every query exactly. Timeouts, as the zen asks, unless a test
+            # wants a database without them (ZEN_TEST_PG_TIMEOUTS=0).
+            "OPTIONS": {"options": "-c TimeZone=UTC -c statement_timeout=10000", "connect_timeout": 10}
+            if os.environ.get("ZEN_TEST_PG_TIMEOUTS", "1") == "1"
+            else {"options": "-c TimeZone=UTC"},
         }
     }
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import requests
+
 from zenmetry import budget
 from zentestapp.celery_app import app
 from zentestapp.models import Customer
@@ -31,6 +33,14 @@ def queries(n: int, pause: float = 0.0) -> int:
 def decorated(n: int) -> int:
     """n queries under ``@budget(queries=5)``."""
     return queries(n)
+
+
+@app.task(name="zentestapp.tasks.calls")
+def calls(url: str, n: int) -> int:
+    """n calls to an external system, each with a timeout."""
+    for _ in range(n):
+        requests.get(url, timeout=5)
+    return n
 
 
 @app.task(name="zentestapp.tasks.fails")

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import os
+import time
+import urllib.request
 
+import httpx
 import pymongo
+import requests
+import urllib3
 from django.conf import settings
 from django.db import connection, transaction
 from django.http import HttpRequest, JsonResponse
@@ -99,6 +106,40 @@ class DecoratedClass(View):
     def get(self, request: HttpRequest) -> JsonResponse:
         list(Customer.objects.all()[:1])
         return JsonResponse({"ok": True})
+
+
+def _call(library: str, url: str, timeout: float | None) -> int:
+    """One GET with ``library``; ``timeout`` None means the library's way of having none."""
+    if library == "requests":
+        return requests.get(url, timeout=timeout).status_code if timeout else requests.get(url).status_code
+    if library == "httpx":
+        with httpx.Client(timeout=timeout) as client:  # httpx.Client(timeout=None) is Timeout(None)
+            return client.get(url).status_code
+    if library == "httpx-async":
+
+        async def get() -> int:
+            async with httpx.AsyncClient(timeout=timeout) as client:
+                return (await client.get(url)).status_code
+
+        return asyncio.run(get())
+    if library == "urllib3":
+        with urllib3.PoolManager(retries=False) as pool:
+            response = pool.request("GET", url, timeout=timeout) if timeout else pool.request("GET", url)
+            return response.status
+    with urllib.request.urlopen(url, timeout=timeout) if timeout else urllib.request.urlopen(url) as response:
+        return int(response.status)
+
+
+def external(request: HttpRequest, library: str, path: str) -> JsonResponse:
+    """``count`` calls to the stand-in external server; ``?timeout=`` gives each its own timeout."""
+    timeout = float(request.GET["timeout"]) if "timeout" in request.GET else None
+    url = f"{os.environ['ZEN_TEST_EXTERNAL_URL']}/{path}"
+    start = time.monotonic()
+    try:
+        outcomes = [str(_call(library, url, timeout)) for _ in range(int(request.GET.get("count", 1)))]
+    except Exception as error:
+        outcomes = [f"{type(error).__module__}.{type(error).__qualname__}"]
+    return JsonResponse({"outcomes": outcomes, "seconds": time.monotonic() - start})
 
 
 def grow(request: HttpRequest, mib: int) -> JsonResponse:
