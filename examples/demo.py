@@ -30,13 +30,18 @@ EXAMPLES = Path(__file__).resolve().parent
 SHOP = EXAMPLES / "shop"
 BIN = Path(sys.executable).parent
 
+# (path, what it shows, task lines to wait for)
 TOUR = [
-    ("/orders/1/", "a well-behaved page: 2 queries, within its budget of 2"),
-    ("/orders/", "N+1: one query for the orders, then one per order for its customer"),
-    ("/orders/fixed/", "the same page with select_related(): 1 query"),
-    ("/catalogue/", "SQL for categories and, with MONGO_URL set, MongoDB for products"),
-    ("/report/", "a report kept in memory 'for later': the process grows"),
-    ("/report/", "... and grows again on every call"),
+    ("/orders/1/", "a well-behaved page: 2 queries, within its budget of 2", 0),
+    ("/orders/", "N+1: one query for the orders, then one per order for its customer", 0),
+    ("/orders/fixed/", "the same page with select_related(): 1 query", 0),
+    ("/orders/3/invoice/", "five queries, each one needed", 0),
+    ("/catalogue/", "SQL for categories and, with MONGO_URL set, MongoDB for products", 0),
+    ("/report/", "a report kept in memory 'for later': the process grows", 0),
+    ("/checkout/2/", "the payment provider called while the customer waits, without a timeout", 0),
+    ("/checkout/3/background/", "the fixed twin: a task calls the provider, with a timeout", 1),
+    ("/stats/rebuild/", "a slow task, over its duration budget", 1),
+    ("/stock/sync/", "a failing task: retried twice, then it fails for good", 3),
 ]
 
 LINE = re.compile(
@@ -59,7 +64,8 @@ class Row:
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="zenmetry-demo-"))
     env = _environment(workdir)
-    print("zenmetry demo: the example shop on SQLite, under opentelemetry-instrument with ZENMETRY_CONSOLE=1")
+    print("zenmetry demo: the example shop (SQLite, a Celery worker on a folder broker) under")
+    print("  opentelemetry-instrument, with ZENMETRY_CONSOLE=1 and the budgets of examples/shop/zenmetry.toml")
     print(
         "  exporting to",
         env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "nowhere (set OTEL_EXPORTER_OTLP_ENDPOINT to export)",
@@ -67,9 +73,10 @@ def main() -> int:
     for command in (["migrate", "--verbosity", "0"], ["seed"]):
         subprocess.run([sys.executable, "manage.py", *command], cwd=SHOP, env=env, check=True, capture_output=True)
     port = _free_port()
-    server = subprocess.Popen(
+    launcher = str(BIN / "opentelemetry-instrument")
+    web = _start(
         [
-            str(BIN / "opentelemetry-instrument"),
+            launcher,
             str(BIN / "gunicorn"),
             "shop.wsgi",
             "--bind",
@@ -79,29 +86,57 @@ def main() -> int:
             "--log-level",
             "warning",
         ],
-        cwd=SHOP,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+        env,
+    )
+    worker = _start(
+        [
+            launcher,
+            str(BIN / "celery"),
+            "-A",
+            "shop",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "warning",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        env,
     )
     rows: dict[tuple[str, str], Row] = defaultdict(Row)
-    reader = threading.Thread(target=_echo, args=(server, rows), daemon=True)
-    reader.start()
+    task_lines = threading.Semaphore(0)
+    readers = [
+        threading.Thread(target=_echo, args=(process, rows, task_lines), daemon=True) for process in (web, worker)
+    ]
+    for reader in readers:
+        reader.start()
     try:
-        _wait_for(port, server)
-        for path, what in TOUR:
+        _wait_for(port, web)
+        for path, what, tasks in TOUR:
             print(f"\n-> GET {path}  ({what})", flush=True)
             _get(f"http://127.0.0.1:{port}{path}")
-            time.sleep(0.2)  # let the console line arrive before the next heading
+            for _ in range(tasks):
+                if not task_lines.acquire(timeout=30):
+                    raise SystemExit("a task did not run within 30 s")
+            time.sleep(0.2)  # let the request's console line arrive before the next heading
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
-        reader.join(timeout=5)
+        for process in (web, worker):
+            process.send_signal(signal.SIGTERM)
+        for process in (web, worker):
+            process.wait(timeout=30)
+        for reader in readers:
+            reader.join(timeout=5)
         shutil.rmtree(workdir, ignore_errors=True)
     _table(rows)
     return 0
+
+
+def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command, cwd=SHOP, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def _environment(workdir: Path) -> dict[str, str]:
@@ -110,6 +145,10 @@ def _environment(workdir: Path) -> dict[str, str]:
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         DJANGO_SETTINGS_MODULE="shop.settings",
         SHOP_SQLITE_PATH=str(workdir / "shop.sqlite3"),
+        # A broker made of folders: a real Celery worker runs the tasks in the background,
+        # with nothing but Python.
+        CELERY_BROKER_URL="filesystem://localhost/",
+        SHOP_BROKER_FOLDER=str(workdir / "broker"),
         ZENMETRY_CONSOLE="1",
         ZENMETRY_BUDGETS=str(SHOP / "zenmetry.toml"),
         OTEL_SERVICE_NAME=env.get("OTEL_SERVICE_NAME", "shop"),
@@ -121,10 +160,18 @@ def _environment(workdir: Path) -> dict[str, str]:
     return env
 
 
-def _echo(server: subprocess.Popen[str], rows: dict[tuple[str, str], Row]) -> None:
-    """Print the server's output as it comes, and keep the figures of every console line."""
+def _echo(server: subprocess.Popen[str], rows: dict[tuple[str, str], Row], task_lines: threading.Semaphore) -> None:
+    """Print zenmetry's lines as they come, and keep the figures of every console line.
+
+    The rest (gunicorn's and Celery's own logs, such as the failing task's traceback) is shown
+    only if the process ends badly.
+    """
     assert server.stdout is not None
+    others: list[str] = []
     for text in server.stdout:
+        if not text.startswith("zenmetry"):
+            others.append(text)
+            continue
         print("   " + text.rstrip(), flush=True)
         match = LINE.fullmatch(text.strip())
         if match is None:
@@ -138,6 +185,10 @@ def _echo(server: subprocess.Popen[str], rows: dict[tuple[str, str], Row]) -> No
         row.external.append(int(match["ext"]))
         if match["breach"]:
             row.breaches.extend(part.split()[0] for part in match["breach"].split(", "))
+        if match["kind"] == "task":
+            task_lines.release()
+    if server.wait() not in (0, -signal.SIGTERM):
+        print("".join(others), flush=True)
 
 
 def _table(rows: dict[tuple[str, str], Row]) -> None:

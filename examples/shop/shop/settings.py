@@ -54,12 +54,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # A broker made of three folders: lets the demo run a real worker with nothing but Python.
     folder = Path(os.environ.get("SHOP_BROKER_FOLDER", BASE_DIR / "broker"))
-    for name in ("out", "processed"):
+    for name in ("out", "processed", "control"):
         (folder / name).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(folder / "out"),
         "data_folder_out": str(folder / "out"),
         "data_folder_processed": str(folder / "processed"),
+        "control_folder": str(folder / "control"),
     }
 
-PAYMENTS_URL = os.environ.get("PAYMENTS_URL", "http://127.0.0.1:8765")
+# The payment provider; unset, the shop starts a stand-in itself (shop/payments.py).
+PAYMENTS_URL = os.environ.get("PAYMENTS_URL", "")

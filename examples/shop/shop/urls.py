@@ -8,5 +8,9 @@ urlpatterns = [
     path("orders/<int:pk>/", views.order_detail),
     path("orders/<int:pk>/invoice/", views.invoice),
     path("catalogue/", views.catalogue),
+    path("checkout/<int:pk>/", views.checkout),
+    path("checkout/<int:pk>/background/", views.checkout_background),
+    path("stats/rebuild/", views.rebuild_stats),
+    path("stock/sync/", views.sync_stock),
     path("report/", views.report),
 ]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 
 import pymongo
+import requests
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
+from shop import payments, tasks
 from shop.models import Category, Order
 
 _REPORTS: list[list[dict[str, object]]] = []
@@ -56,9 +58,34 @@ def order_list_fixed(request: HttpRequest) -> JsonResponse:
 
 def report(request: HttpRequest) -> JsonResponse:
     """Memory: every report is kept in a module-level list "for later", so the process grows."""
-    rows = [{"order": i, "line": j, "note": "x" * 64} for i in range(4000) for j in range(40)]
+    rows = [{"order": i, "line": j, "note": "x" * 64} for i in range(5000) for j in range(40)]
     _REPORTS.append(rows)
     return JsonResponse({"rows": len(rows), "kept_reports": len(_REPORTS)})
+
+
+def checkout(request: HttpRequest, pk: int) -> JsonResponse:
+    """Two sins: the payment provider is called while the customer waits, and without a timeout."""
+    order = Order.objects.get(pk=pk)
+    response = requests.post(f"{payments.url()}/charge", json={"order": order.pk})  # no timeout
+    Order.objects.filter(pk=order.pk).update(paid=True)
+    return JsonResponse({"order": order.pk, "payment": response.json()["status"]})
+
+
+def checkout_background(request: HttpRequest, pk: int) -> JsonResponse:
+    """The fixed twin: the call goes to a task, which gives it a timeout."""
+    order = Order.objects.get(pk=pk)
+    tasks.confirm_payment.delay(order.pk)
+    return JsonResponse({"order": order.pk, "payment": "queued"})
+
+
+def rebuild_stats(request: HttpRequest) -> JsonResponse:
+    tasks.rebuild_stats.delay()
+    return JsonResponse({"stats": "queued"})
+
+
+def sync_stock(request: HttpRequest) -> JsonResponse:
+    tasks.sync_stock.delay()
+    return JsonResponse({"stock": "queued"})
 
 
 @functools.cache

@@ -1,0 +1,124 @@
+"""The example shop and the demo: the README's first command, and the shop on real servers."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from conftest import BIN, ROOT, Server, free_port, otel_env, start_server
+from otlp import Receiver
+
+SHOP = ROOT / "examples" / "shop"
+
+# What the tour must end with: (kind, name) -> (units, queries p50, queries max, external calls, breaches)
+EXPECTED_TABLE = {
+    ("http", "catalogue/"): ("1", "1", "1", "0", "-"),
+    ("http", "checkout/<int:pk>/"): ("1", "2", "2", "1", "external_calls"),
+    ("http", "checkout/<int:pk>/background/"): ("1", "1", "1", "0", "-"),
+    ("http", "orders/"): ("1", "13", "13", "0", "repeated_queries"),
+    ("http", "orders/<int:pk>/"): ("1", "2", "2", "0", "-"),
+    ("http", "orders/<int:pk>/invoice/"): ("1", "5", "5", "0", "-"),
+    ("http", "orders/fixed/"): ("1", "1", "1", "0", "-"),
+    ("http", "report/"): ("1", "0", "0", "0", "memory_mb"),
+    ("http", "stats/rebuild/"): ("1", "0", "0", "0", "-"),
+    ("http", "stock/sync/"): ("1", "0", "0", "0", "-"),
+    ("task", "shop.tasks.confirm_payment"): ("1", "2", "2", "1", "-"),
+    ("task", "shop.tasks.rebuild_stats"): ("1", "1", "1", "0", "duration_ms"),
+    ("task", "shop.tasks.sync_stock"): ("3", "1", "1", "0", "-"),
+}
+
+
+class TestDemo:
+    def test_the_tour_ends_with_the_known_figures_and_only_the_intended_breaches(self) -> None:
+        """SQLite, a real worker on a folder broker, no collector: the README's first command."""
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "demo.py")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={"PATH": f"{BIN}:/usr/bin:/bin"},
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        table = result.stdout.split("per route and task:\n")[1].splitlines()
+        header, *rows = (re.split(r"\s{2,}", line.strip()) for line in table)
+        assert header == ["kind", "name", "units", "queries p50", "max", "db ms", "mem MiB", "ext", "breaches"]
+        found = {(row[0], row[1]): (row[2], row[3], row[4], row[7], row[8]) for row in rows}
+        assert found == EXPECTED_TABLE
+        assert "zenmetry: internal error" not in result.stdout + result.stderr
+
+
+@pytest.fixture
+def shop_database() -> str:
+    name = "zenmetry_shop_test"
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def shop(receiver: Receiver, **env: str) -> Server:
+    environment = otel_env(
+        receiver,
+        DJANGO_SETTINGS_MODULE="shop.settings",
+        PYTHONPATH=str(SHOP),
+        ZENMETRY_BUDGETS=str(SHOP / "zenmetry.toml"),
+        **env,
+    )
+    for command in (["migrate", "--verbosity", "0"], ["seed"]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=SHOP, env=environment, check=True, capture_output=True
+        )
+    port = free_port()
+    command = [
+        str(BIN / "opentelemetry-instrument"),
+        str(BIN / "gunicorn"),
+        "shop.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+    ]
+    return start_server(command, environment, port)
+
+
+class TestShopOnRealServers:
+    def test_the_catalogue_counts_postgresql_and_mongodb_apart(
+        self, receiver: Receiver, shop_database: str, mongo_url: str
+    ) -> None:
+        server = shop(receiver, DATABASE_URL=shop_database, MONGO_URL=mongo_url)
+        status, body = server.get("/catalogue/")
+        assert status == 200
+        assert b'"coffee": ["SKU-001", "SKU-004", "SKU-007", "SKU-010"]' in body
+        server.stop()
+        receiver.wait(lambda r: len(r.units()) == 1)
+        attributes = receiver.units()[0].attributes
+        assert (
+            attributes["zen.db.queries"],
+            attributes["zen.db.postgresql.queries"],
+            attributes["zen.db.mongodb.queries"],
+        ) == (4, 1, 3)
+        receiver.wait(lambda r: r.total("zen.unit.db.queries", db__system="all").count == 1)
+        per_system = {
+            system: receiver.total("zen.unit.db.queries", db__system=system).sum
+            for system in ("postgresql", "mongodb", "all")
+        }
+        assert per_system == {"postgresql": 1, "mongodb": 3, "all": 4}
+
+    def test_the_invoice_page_makes_five_postgresql_queries(self, receiver: Receiver, shop_database: str) -> None:
+        server = shop(receiver, DATABASE_URL=shop_database)
+        assert server.get("/orders/3/invoice/")[0] == 200
+        server.stop()
+        receiver.wait(lambda r: len(r.units()) == 1)
+        attributes = receiver.units()[0].attributes
+        assert (
+            attributes["zen.db.postgresql.queries"],
+            attributes["zen.budget"],
+            "zen.budget.breached" in attributes,
+        ) == (5, "http", False)
