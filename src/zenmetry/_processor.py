@@ -22,7 +22,7 @@ from opentelemetry.trace import Span as ApiSpan
 from opentelemetry.trace import SpanKind
 
 from zenmetry import _console, _guard, _memory, _names
-from zenmetry._budgets import Limits
+from zenmetry._budgets import Budget, Limits
 from zenmetry._db_timeouts import Finding
 from zenmetry._fingerprint import sql_shape
 from zenmetry._metrics import Attributes, Instruments
@@ -32,8 +32,8 @@ from zenmetry._units import Breach, Figures, Unit, breaches
 CELERY_SCOPE: Final = "opentelemetry.instrumentation.celery"
 _TASK_PREFIX: Final = "run/"
 
-Listener = Callable[[Figures, Attributes, str, list[Breach]], None]
-"""Called with every finished unit: figures, point attributes, ``zen.budget``, breaches."""
+Listener = Callable[[Unit, Figures, Attributes, Budget, list[Breach]], None]
+"""Called with every finished unit: the unit, its figures, point attributes, budget, breaches."""
 
 # Module-level names are faster to reach than attributes of _names on the hot path.
 _DB_SYSTEM: Final = _names.DB_SYSTEM
@@ -50,8 +50,9 @@ _CLIENT: Final = SpanKind.CLIENT
 class UnitProcessor(SpanProcessor):
     """Aggregates each unit's DB and external calls; see the module docstring.
 
-    ``keep_statements=True`` keeps every DB call of every unit in order (for the pytest
-    plugin's reports); production leaves it off.
+    ``keep_statements=True`` keeps every DB call of every unit in order, and
+    ``record_metrics=False`` records no metric (both for the pytest plugin, which checks units
+    in memory and exports nothing); production leaves them as they are.
     """
 
     def __init__(
@@ -60,8 +61,10 @@ class UnitProcessor(SpanProcessor):
         meter_provider: MeterProvider | None = None,
         *,
         keep_statements: bool = False,
+        record_metrics: bool = True,
     ) -> None:
         self.settings = settings or Settings()
+        self._record_metrics = record_metrics
         self._meter_provider = meter_provider
         # Created at the first finished unit: the configurator builds the meter provider
         # after the span processors (``_initialize_components``).
@@ -215,13 +218,14 @@ class UnitProcessor(SpanProcessor):
                             _names.CONFIG_MISSING: list(finding.missing),
                         },
                     )
-        if self._instruments is None:
-            self._instruments = Instruments(self._meter_provider)
-        self._instruments.record(figures, point, found)
+        if self._record_metrics:
+            if self._instruments is None:
+                self._instruments = Instruments(self._meter_provider)
+            self._instruments.record(figures, point, found)
         if self.settings.console:
             _console.write(_console.line(figures, point, found))
         for listener in self.listeners:
-            listener(figures, point, budget.source, found)
+            listener(unit, figures, point, budget, found)
 
     def shutdown(self) -> None:
         self._open.clear()

@@ -1,0 +1,195 @@
+"""What ``pytest --zenmetry`` adds to the run time of a Django test suite.
+
+Writes throwaway Django projects on PostgreSQL (pytest-django) with 200 tests each, a light
+suite (one small JSON request per test) and a typical one (fixtures creating a few rows, a
+template-rendered page, content checks), and runs each without and with ``--zenmetry`` in
+alternating rounds; prints the median CPU time of the pytest process (user + system: far steadier than
+wall time on two shared cores) and of the wall time, and their ratios (target: under 10 % more).
+
+    python benchmarks/pytest_plugin.py [--rounds 7]
+
+Needs PostgreSQL on 127.0.0.1:5432 (user postgres).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+TESTS = 200
+
+COMMON = {
+    "pytest.ini": "[pytest]\nDJANGO_SETTINGS_MODULE = bench.settings\npythonpath = .\n",
+    "zenmetry.toml": "[http]\nqueries = 10\n",
+    "bench/__init__.py": "",
+    "bench/settings.py": """
+        SECRET_KEY = "x"
+        ALLOWED_HOSTS = ["*"]
+        ROOT_URLCONF = "bench.urls"
+        INSTALLED_APPS = ["django.contrib.contenttypes", "bench"]
+        USE_TZ = True
+        DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+        TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "DIRS": ["templates"]}]
+        DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "zen_plugin_bench",
+                                 "USER": "postgres", "HOST": "127.0.0.1",
+                                 "OPTIONS": {"options": "-c TimeZone=UTC -c statement_timeout=10000", "connect_timeout": 10}}}
+    """,
+    "bench/models.py": """
+        from django.db import models
+
+        class Customer(models.Model):
+            name = models.CharField(max_length=50)
+
+        class Order(models.Model):
+            customer = models.ForeignKey(Customer, on_delete=models.CASCADE)
+
+        class Line(models.Model):
+            order = models.ForeignKey(Order, related_name="lines", on_delete=models.CASCADE)
+            sku = models.CharField(max_length=20)
+            quantity = models.IntegerField()
+    """,
+    "bench/migrations/__init__.py": "",
+    "bench/migrations/0001_initial.py": """
+        from django.db import migrations, models
+
+        class Migration(migrations.Migration):
+            initial = True
+            operations = [
+                migrations.CreateModel(name="Customer", fields=[
+                    ("id", models.AutoField(primary_key=True, serialize=False)), ("name", models.CharField(max_length=50))]),
+                migrations.CreateModel(name="Order", fields=[
+                    ("id", models.AutoField(primary_key=True, serialize=False)),
+                    ("customer", models.ForeignKey(on_delete=models.CASCADE, to="bench.customer"))]),
+                migrations.CreateModel(name="Line", fields=[
+                    ("id", models.AutoField(primary_key=True, serialize=False)), ("sku", models.CharField(max_length=20)),
+                    ("quantity", models.IntegerField()),
+                    ("order", models.ForeignKey(on_delete=models.CASCADE, related_name="lines", to="bench.order"))]),
+            ]
+    """,
+    "bench/urls.py": """
+        from django.http import JsonResponse
+        from django.shortcuts import get_object_or_404, render
+        from django.urls import path
+        from bench.models import Customer, Line, Order
+
+        def page(request, n):
+            return JsonResponse({"count": Customer.objects.count(), "exists": Customer.objects.filter(name="a").exists(),
+                                 "first": Customer.objects.filter(pk=n).values_list("name", flat=True).first()})
+
+        def order(request, pk):
+            order = get_object_or_404(Order.objects.select_related("customer"), pk=pk)
+            lines = order.lines.order_by("sku")
+            others = Order.objects.filter(customer=order.customer).exclude(pk=pk).count()
+            return render(request, "order.html", {"order": order, "lines": lines, "others": others,
+                                                  "total": sum(line.quantity for line in lines)})
+
+        urlpatterns = [path("page/<int:n>/", page), path("orders/<int:pk>/", order)]
+    """,
+    "templates/order.html": """
+        <h1>Order {{ order.pk }} for {{ order.customer.name }}</h1>
+        <table>{% for line in lines %}<tr><td>{{ line.sku }}</td><td>{{ line.quantity }}</td></tr>{% endfor %}</table>
+        <p>{{ total }} items; {{ others }} other orders</p>
+    """,
+}
+
+SUITES = {
+    # The lightest suite there is: one small JSON request per test (3 queries).
+    "light": f"""
+        import pytest
+        from bench.models import Customer
+
+        @pytest.mark.django_db
+        @pytest.mark.parametrize("n", range({TESTS}))
+        def test_page(client, n):
+            Customer.objects.create(name="a")
+            assert client.get(f"/page/{{n}}/").status_code == 200
+    """,
+    # A more typical one: fixtures create a customer, two orders and lines; the test renders a
+    # template-based page (3 queries) and checks its content.
+    "typical": f"""
+        import pytest
+        from bench.models import Customer, Line, Order
+
+        @pytest.fixture
+        def order(db):
+            customer = Customer.objects.create(name="Ada")
+            Order.objects.create(customer=customer)
+            order = Order.objects.create(customer=customer)
+            Line.objects.bulk_create([Line(order=order, sku=f"SKU-{{i}}", quantity=i) for i in range(1, 6)])
+            return order
+
+        @pytest.mark.parametrize("n", range({TESTS}))
+        def test_order_page(client, order, n):
+            response = client.get(f"/orders/{{order.pk}}/")
+            assert response.status_code == 200
+            assert b"Order" in response.content and b"15 items; 1 other orders" in response.content
+            assert response.content.count(b"<tr>") == 5
+    """,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    for suite, tests in SUITES.items():
+        measure(suite, tests, args.rounds)
+
+
+def measure(suite: str, tests: str, rounds: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="zen-plugin-bench-") as folder:
+        root = Path(folder)
+        for name, text in {**COMMON, "test_bench.py": tests}.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(textwrap.dedent(text))
+        # As on a developer's machine: bytecode (and pytest's rewritten modules) cached between runs.
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("DJANGO_", "ZENMETRY_", "OTEL_")) and key != "PYTHONDONTWRITEBYTECODE"
+        }
+        run(root, env, "--create-db")  # creates the test database once; later runs reuse it
+        cpu: dict[str, list[float]] = {"without": [], "with --zenmetry": []}
+        wall: dict[str, list[float]] = {"without": [], "with --zenmetry": []}
+        for _ in range(rounds):
+            for label, extra in (("without", []), ("with --zenmetry", ["--zenmetry"])):
+                seconds, used = run(root, env, *extra)
+                wall[label].append(seconds)
+                cpu[label].append(used)
+        print(f"{suite} suite: {TESTS} Django tests, {rounds} alternating rounds (medians):")
+        for label, used in cpu.items():
+            print(f"  {label:<17} CPU {statistics.median(used):.2f} s, wall {statistics.median(wall[label]):.2f} s")
+        by_cpu = statistics.median(cpu["with --zenmetry"]) / statistics.median(cpu["without"]) - 1
+        by_wall = statistics.median(wall["with --zenmetry"]) / statistics.median(wall["without"]) - 1
+        print(f"  the plugin adds {100 * by_cpu:.1f} % CPU time ({100 * by_wall:.1f} % wall time); target: under 10 %")
+
+
+def run(root: Path, env: dict[str, str], *extra: str) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one pytest run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--reuse-db", *extra],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        raise SystemExit(result.stdout[-3000:] + result.stderr[-3000:])
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+if __name__ == "__main__":
+    main()
