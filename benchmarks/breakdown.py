@@ -8,7 +8,8 @@ callgrind and the difference is divided by the number of extra runs:
 - ``request+zenmetry``: the same with zenmetry's unit processor, finished as a hook does;
 - ``metrics``: recording one unit's metric points (7 for a unit on one DB system);
 - ``encode``, ``encode+zen``: OTLP-encoding a Django server span without and with zenmetry's
-  13 attributes (the exporter's work, in the exporting thread).
+  13 attributes (the exporter's work, in the exporting thread);
+- ``scrub``: removing literals from the statements of five DB spans before export.
 
     python benchmarks/breakdown.py        # needs valgrind (Debian package)
 """
@@ -20,7 +21,7 @@ import shutil
 import subprocess
 import sys
 
-PIECES = ["request", "request+zenmetry", "metrics", "encode", "encode+zen"]
+PIECES = ["request", "request+zenmetry", "metrics", "encode", "encode+zen", "scrub"]
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """The ``zenmetry`` configurator, and ``configure()`` for processes started without the launcher.
 
-It builds the SDK exactly as OpenTelemetry's own configurator does, with two additions:
-the unit processor ahead of the exporting processor, and the configured sampler wrapped so
-that metrics stay exact whatever it drops.
+It builds the SDK exactly as OpenTelemetry's own configurator does, with three additions:
+the unit processor ahead of the exporting processor, the configured sampler wrapped so that
+metrics stay exact whatever it drops, and span exporters wrapped so that no statement literal
+or query-string value is exported.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from opentelemetry import trace
 from opentelemetry.sdk._configuration import _import_sampler, _OTelSDKConfigurator
 from opentelemetry.sdk.environment_variables import OTEL_TRACES_SAMPLER
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Sampler, _get_from_env_or_default
 
 from zenmetry import _config
 from zenmetry._processor import UnitProcessor
 from zenmetry._sampler import AlwaysRecordSampler
+from zenmetry._scrub import ScrubbingExporter
 
 logger = logging.getLogger("zenmetry")
 
@@ -49,6 +52,10 @@ class ZenmetryConfigurator(_OTelSDKConfigurator):
         else:
             kwargs["sampler"] = AlwaysRecordSampler(kwargs.get("sampler") or _configured_sampler())
             kwargs["span_processors"] = [processor, *kwargs.get("span_processors", ())]
+            export_processor = kwargs.get("export_span_processor") or BatchSpanProcessor
+            kwargs["export_span_processor"] = lambda exporter, *args, **options: export_processor(
+                ScrubbingExporter(exporter), *args, **options
+            )
             super()._configure(**kwargs)
         _config.state.processor = processor
         _config.state.configured_pid = os.getpid()

@@ -11,6 +11,7 @@ urlpatterns = [
     path("async/<int:n>/", views.async_queries),
     path("grow/<int:mib>/", views.grow),
     path("eager/<int:n>/", views.eager),
+    path("raw/", views.raw),
     path("external/<str:library>/<str:path>/", views.external),
     path("boom/", views.boom),
     path("cbv/", views.ClassBased.as_view()),

@@ -142,6 +142,16 @@ def external(request: HttpRequest, library: str, path: str) -> JsonResponse:
     return JsonResponse({"outcomes": outcomes, "seconds": time.monotonic() - start})
 
 
+def raw(request: HttpRequest) -> JsonResponse:
+    """Raw SQL with a literal in the statement and a parameter beside it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT %s::text, 'sensitive-literal-42' FROM zentestapp_customer WHERE id = 1", ["param-value-7"]
+        )
+        row = cursor.fetchone()
+    return JsonResponse({"row": list(row)})
+
+
 def grow(request: HttpRequest, mib: int) -> JsonResponse:
     """Keep ``mib`` MiB alive after the request: the process's RSS grows by about that."""
     _kept.append(b"x" * (mib * 1024 * 1024))
