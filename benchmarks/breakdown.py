@@ -43,9 +43,9 @@ def main() -> None:
         results[piece] = (large - small) // (args.large - args.small)
         print(f"  {piece:<18}{results[piece]:>12,}")
     print(f"  zenmetry per unit (processor, finish, metrics): {results['request+zenmetry'] - results['request']:,}")
-    print(
-        f"  of which metrics: {results['metrics']:,}; exporting its attributes adds {results['encode+zen'] - results['encode']:,}"
-    )
+    print(f"  of which metrics: {results['metrics']:,}")
+    print(f"  exporting its attributes adds {results['encode+zen'] - results['encode']:,}")
+    print(f"  scrubbing five DB spans before export: {results['scrub']:,}")
 
 
 def _instructions(piece: str, times: int) -> int:
@@ -78,6 +78,7 @@ def _run(piece: str, times: int) -> None:
 
     from zenmetry._metrics import Instruments
     from zenmetry._processor import UnitProcessor
+    from zenmetry._scrub import scrub
     from zenmetry._units import Figures
 
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
@@ -135,7 +136,17 @@ def _run(piece: str, times: int) -> None:
     plain_span.end()
     zen_span = tracer.start_span("GET", kind=SpanKind.SERVER, attributes={**django, **zen})
     zen_span.end()
+    db_spans = []
+    for i in range(5):
+        attributes = {**statement, "db.statement": f"{statement['db.statement']} AND b = {i}"}
+        db_span = tracer.start_span("SELECT", kind=SpanKind.CLIENT, attributes=attributes)
+        db_span.end()
+        db_spans.append(db_span)
     for _ in range(times):
+        if piece == "scrub":
+            for db_span in db_spans:
+                scrub(db_span)
+            continue
         if piece.startswith("request"):
             with tracer.start_as_current_span("GET", kind=SpanKind.SERVER) as span:
                 for _ in range(5):
