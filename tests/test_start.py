@@ -165,3 +165,17 @@ class TestConfigure:
             result.stdout
             == "ConfigError: ZENMETRY_HTTP_TIMEOUT='-1': expected a positive number of seconds, such as 5\n"
         ), result.stderr
+
+
+class TestModules:
+    @pytest.mark.parametrize(
+        "module",
+        sorted(path.stem for path in (TESTS.parent / "src" / "zenmetry").glob("*.py") if path.stem != "__main__"),
+    )
+    def test_every_module_imports_on_its_own(self, module: str) -> None:
+        """No import cycle depends on which zenmetry module a process imports first."""
+        name = "zenmetry" if module == "__init__" else f"zenmetry.{module}"
+        result = subprocess.run(
+            [sys.executable, "-c", f"import {name}"], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert (result.returncode, result.stderr) == (0, "")

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from zenmetry import _settings
 from zenmetry._errors import ConfigError
-from zenmetry._processor import UnitProcessor
 from zenmetry._settings import Settings
+
+if TYPE_CHECKING:  # the processor's hooks import this module
+    from zenmetry._processor import UnitProcessor
 
 
 @dataclass
