@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 
+from zenmetry import _names
 from zenmetry._units import MIB, Breach, Figures
 
 
@@ -30,9 +31,10 @@ def line(figures: Figures, point: Mapping[str, str | int], found: Sequence[Breac
 
 
 def _point_head(figures: Figures, point: Mapping[str, str | int]) -> list[object]:
-    if figures.kind == "http":
-        return [point.get("http.request.method", "?"), figures.name, point.get("http.response.status_code", "?")]
-    return [figures.name, point.get("celery.state", "?")]
+    if figures.kind == _names.KIND_HTTP:
+        method = point.get(_names.HTTP_REQUEST_METHOD, "?")
+        return [method, figures.name, point.get(_names.HTTP_RESPONSE_STATUS_CODE, "?")]
+    return [figures.name, point.get(_names.CELERY_STATE, "?")]
 
 
 def _signed_mib(delta: int) -> str:
