@@ -191,7 +191,8 @@ class Server:
             return error.code, error.read()
 
     def stop(self, how: signal.Signals = signal.SIGTERM) -> str:
-        """Stop gracefully (providers flush at exit); return everything it printed."""
+        """Stop gracefully (providers flush at exit); return everything it printed, after
+        checking that zenmetry swallowed no internal error in the process."""
         if self.process.poll() is None:
             self.process.send_signal(how)
         try:
@@ -199,7 +200,13 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             output, _ = self.process.communicate()
+        assert_no_internal_error(output)
         return output
+
+
+def assert_no_internal_error(output: str) -> None:
+    """What a subprocess printed holds no error zenmetry's guard swallowed."""
+    assert "zenmetry: internal error" not in output, output
 
 
 def start_server(command: list[str], env: dict[str, str], port: int) -> Server:

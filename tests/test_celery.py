@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from django.test import Client
 
-from conftest import BIN, TESTS, Harness, otel_env
+from conftest import BIN, TESTS, Harness, assert_no_internal_error, otel_env
 from otlp import Receiver
 
 THREE = "zentestapp.tasks.three_queries"
@@ -113,7 +113,9 @@ class Worker:
         self.reader.join(timeout=10)
         assert self.process.stdout is not None
         self.process.stdout.close()
-        return "".join(self.output)
+        output = "".join(self.output)
+        assert_no_internal_error(output)
+        return output
 
 
 def units_named(receiver: Receiver, name: str) -> list:
