@@ -60,6 +60,12 @@ class Instruments:
             description="Calls to external systems per unit.",
             explicit_bucket_boundaries_advisory=_COUNTS,
         )
+        self.external_no_timeout = meter.create_histogram(
+            _names.METRIC_EXTERNAL_NO_TIMEOUT,
+            unit="{call}",
+            description="External calls made without a timeout, per unit.",
+            explicit_bucket_boundaries_advisory=_COUNTS,
+        )
         self.breaches = meter.create_counter(
             _names.METRIC_BREACHES,
             unit="{breach}",
@@ -72,6 +78,7 @@ class Instruments:
         self.duration.record(figures.duration_ms / 1e3, base)
         self.memory_growth.record(max(figures.rss_delta_bytes, 0), base)
         self.external_calls.record(figures.external_calls, base)
+        self.external_no_timeout.record(figures.no_timeout, base)
         for system, (count, duration_ms) in figures.systems.items():
             per_system = {**base, _names.DB_SYSTEM: system}
             self.db_queries.record(count, per_system)

@@ -68,6 +68,9 @@ METRIC_DB_QUERIES: Final = "zen.unit.db.queries"
 METRIC_DB_DURATION: Final = "zen.unit.db.duration"
 METRIC_MEMORY_GROWTH: Final = "zen.unit.memory.growth"
 METRIC_EXTERNAL_CALLS: Final = "zen.unit.external.calls"
+# zenmetry's own addition (not in CONTRACT.md): what dashboards and alerts need for the
+# "calls without a timeout" rule, which the contract has only as a span attribute and event.
+METRIC_EXTERNAL_NO_TIMEOUT: Final = "zen.unit.external.no_timeout"
 METRIC_BREACHES: Final = "zen.budget.breaches"
 ALL_SYSTEMS: Final = "all"
 
