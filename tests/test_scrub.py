@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from conftest import BIN, free_port, otel_env, start_server
 from otlp import Receiver
+from test_servers import gunicorn
 from zenmetry._scrub import scrub, strip_query
 
 
@@ -48,15 +48,7 @@ class TestExport:
     ) -> None:
         """Raw SQL with a literal, a bound parameter and a secret in the query string: the exported
         spans name the statement's shape and the query's keys, never the values."""
-        port = free_port()
-        command = [
-            str(BIN / "opentelemetry-instrument"),
-            str(BIN / "gunicorn"),
-            "zentestapp.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-        ]
-        server = start_server(command, otel_env(receiver, OTEL_SEMCONV_STABILITY_OPT_IN="http/dup,database/dup"), port)
+        server = gunicorn(receiver, OTEL_SEMCONV_STABILITY_OPT_IN="http/dup,database/dup")
         status, body = server.get("/raw/?token=hunter2-secret")
         assert (status, body) == (200, b'{"row": ["param-value-7", "sensitive-literal-42"]}')
         server.stop()

@@ -26,6 +26,7 @@ from zenmetry._budgets import Budget, Limits
 from zenmetry._db_timeouts import Finding
 from zenmetry._fingerprint import sql_shape
 from zenmetry._metrics import Attributes, Instruments
+from zenmetry._scrub import plain_attributes
 from zenmetry._settings import Settings
 from zenmetry._units import Breach, Figures, Unit, breaches
 
@@ -121,12 +122,7 @@ class UnitProcessor(SpanProcessor):
             _guard.swallow("on_end")
 
     def _add_call(self, span: ReadableSpan, span_id: int, units: tuple[Unit, ...]) -> None:
-        # ReadableSpan.attributes is a read-only proxy over the SDK's BoundedAttributes, whose
-        # get() raises and catches KeyError on every miss (about 1 us each); the plain dict
-        # behind it answers in nanoseconds. Fall back to the public view if that changes.
-        attributes = getattr(getattr(span, "_attributes", None), "_dict", None)
-        if not isinstance(attributes, dict):
-            attributes = dict(span.attributes or {})
+        attributes = plain_attributes(span)
         duration = (span.end_time or 0) - (span.start_time or 0)
         system = attributes.get(_DB_SYSTEM_NAME) or attributes.get(_DB_SYSTEM)
         if system:

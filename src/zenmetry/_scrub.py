@@ -9,7 +9,7 @@ values by ``?``. Spans without such attributes pass through untouched.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final
 
@@ -42,7 +42,7 @@ class ScrubbingExporter(SpanExporter):
 
 def scrub(span: ReadableSpan) -> ReadableSpan:
     """``span``, or a copy of it with statements and query strings stripped of their values."""
-    attributes = span.attributes or {}
+    attributes = plain_attributes(span)
     changed: dict[str, Any] = {}
     for key in _STATEMENTS:
         value = attributes.get(key)
@@ -74,6 +74,17 @@ def scrub(span: ReadableSpan) -> ReadableSpan:
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
     )
+
+
+def plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """The span's attributes as the plain dict behind them.
+
+    ``ReadableSpan.attributes`` is a read-only proxy over the SDK's ``BoundedAttributes``,
+    whose ``get()`` raises and catches ``KeyError`` on every miss (about 1 us each); the dict
+    behind it answers in nanoseconds. Falls back to the public view if that ever changes.
+    """
+    attributes = getattr(getattr(span, "_attributes", None), "_dict", None)
+    return attributes if isinstance(attributes, dict) else dict(span.attributes or {})
 
 
 @lru_cache(maxsize=4096)

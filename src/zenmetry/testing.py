@@ -27,18 +27,15 @@ from typing import Any, Unpack
 import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanKind
-from opentelemetry.trace.span import TraceState
-from opentelemetry.util.types import Attributes as Attributes_
+from opentelemetry.trace import SpanKind
 
 from zenmetry import _config, _names
 from zenmetry._budgets import Budget, Limits, LimitsKwargs, parse_limits
 from zenmetry._metrics import Attributes
 from zenmetry._processor import UnitProcessor
+from zenmetry._sampler import UnitsOnlySampler
 from zenmetry._settings import Settings
 from zenmetry._units import Breach, Figures, Statement, Unit, breaches
 
@@ -124,31 +121,6 @@ def start(settings: Settings | None = None) -> UnitProcessor:
         return processor
 
 
-class _UnitsOnlySampler(Sampler):
-    """Record the spans of units and their descendants; drop the rest.
-
-    Tests run many statements outside any request or task (fixtures, transactions, set-up):
-    nothing is exported in tests, so those spans are dropped and cost next to nothing.
-    """
-
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes_ = None,
-        links: Sequence[Link] | None = None,
-        trace_state: TraceState | None = None,
-    ) -> SamplingResult:
-        if kind in (SpanKind.SERVER, SpanKind.CONSUMER) or trace.get_current_span(parent_context).is_recording():
-            return SamplingResult(Decision.RECORD_ONLY, attributes)
-        return SamplingResult(Decision.DROP)
-
-    def get_description(self) -> str:
-        return "zenmetry.testing.UnitsOnly"
-
-
 # Instrumentations loaded when their library is first imported (a test suite that never
 # imports pymongo pays nothing for it); any other installed instrumentation loads at once.
 _LIBRARIES = {
@@ -175,7 +147,7 @@ def _instrument(settings: Settings) -> UnitProcessor:
 
     from zenmetry._distro import ZenmetryDistro
 
-    tracer_provider = TracerProvider(sampler=_UnitsOnlySampler())
+    tracer_provider = TracerProvider(sampler=UnitsOnlySampler())
     # Tests export nothing: the instrumentations' own metrics go nowhere, at no cost.
     meter_provider = NoOpMeterProvider()
     processor = UnitProcessor(settings, meter_provider, keep_statements=True, record_metrics=False)
