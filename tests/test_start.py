@@ -179,3 +179,54 @@ class TestModules:
             [sys.executable, "-c", f"import {name}"], capture_output=True, text=True, timeout=60, check=False
         )
         assert (result.returncode, result.stderr) == (0, "")
+
+
+DECLARATIVE = """
+file_format: "1.0"
+propagator:
+  composite:
+    - tracecontext:
+    - baggage:
+tracer_provider:
+  processors:
+    - batch:
+        schedule_delay: 100
+        exporter:
+          otlp_http:
+            endpoint: {endpoint}/v1/traces
+meter_provider:
+  readers:
+    - periodic:
+        interval: 300
+        exporter:
+          otlp_http:
+            endpoint: {endpoint}/v1/metrics
+"""
+
+
+@pytest.mark.usefixtures("postgres_db")
+class TestDeclarativeConfiguration:
+    def test_with_otel_config_file_units_are_still_measured_and_the_user_is_told(
+        self, receiver: Receiver, tmp_path: Path
+    ) -> None:
+        """OTEL_CONFIG_FILE makes the SDK ignore configurator arguments: zenmetry adds its processor
+        to the provider the file built, and says that sampled-out traces will not be counted."""
+        config = tmp_path / "otel.yaml"
+        config.write_text(DECLARATIVE.format(endpoint=receiver.endpoint))
+        result = run(
+            """
+            import django
+            django.setup()
+            from django.test import Client
+            print(Client().get("/queries/2/").status_code)
+            """,
+            project_env(OTEL_CONFIG_FILE=str(config)),
+        )
+        assert (result.returncode, result.stdout) == (0, "200\n"), result.stderr
+        assert (
+            "zenmetry: OTEL_CONFIG_FILE is set; the unit processor was added to the provider it built, but its "
+            "sampler is not wrapped: zenmetry's metrics count sampled traces only"
+        ) in result.stderr.splitlines()
+        receiver.wait(lambda r: len(r.units()) == 1 and r.total("zen.unit.db.queries", db__system="all").count == 1)
+        assert receiver.units()[0].attributes["zen.db.queries"] == 2
+        assert receiver.total("zen.unit.db.queries", db__system="postgresql").sum == 2
