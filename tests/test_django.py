@@ -114,19 +114,30 @@ class TestRequestFigures:
         ((count, growth),) = zen.metric("zen.unit.memory.growth").values()
         assert (count, growth) == (1, delta)
 
-    def test_every_contract_attribute_is_present_even_when_zero(self, zen: Harness, client: Client) -> None:
+    def test_every_contract_attribute_is_present_with_its_type_even_when_zero(
+        self, zen: Harness, client: Client
+    ) -> None:
+        """CONTRACT.md's types: counts are int, milliseconds float, names and the budget strings."""
         client.get("/queries/0/")
         attributes = zen.unit().attributes
-        assert {key: attributes[key] for key in ZERO_WHEN_IDLE} == dict.fromkeys(ZERO_WHEN_IDLE, 0)
+        zero = {key: (type(attributes[key]), attributes[key]) for key in ZERO_WHEN_IDLE}
+        assert zero == {key: (kind, kind(0)) for key, kind in ZERO_WHEN_IDLE.items()}
+        assert type(attributes["zen.memory.rss_delta_bytes"]) is int
+        assert type(attributes["zen.duration_ms"]) is float
         assert attributes["zen.duration_ms"] > 0
+        assert (attributes["zen.unit.kind"], attributes["zen.unit.name"], attributes["zen.budget"]) == (
+            "http",
+            "queries/<int:n>/",
+            "default",
+        )
         assert "zen.budget.breached" not in attributes
 
 
-ZERO_WHEN_IDLE = [
-    "zen.db.queries",
-    "zen.db.duration_ms",
-    "zen.db.repeated_max",
-    "zen.external.calls",
-    "zen.external.duration_ms",
-    "zen.external.no_timeout",
-]
+ZERO_WHEN_IDLE = {
+    "zen.db.queries": int,
+    "zen.db.duration_ms": float,
+    "zen.db.repeated_max": int,
+    "zen.external.calls": int,
+    "zen.external.duration_ms": float,
+    "zen.external.no_timeout": int,
+}

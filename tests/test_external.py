@@ -96,6 +96,17 @@ class TestEachLibrary:
 
 
 @pytest.mark.usefixtures("external_url")
+class TestUrllib3Timeouts:
+    @pytest.mark.parametrize(("library", "reported"), [("urllib3-total", 0), ("urllib3-connect-only", 1)])
+    def test_a_total_timeout_counts_and_a_connect_timeout_alone_does_not(
+        self, zen: Harness, library: str, reported: int
+    ) -> None:
+        """``Timeout(total=3)`` bounds the read; ``Timeout(connect=2)`` leaves it unbounded."""
+        assert Client().get(f"/external/{library}/ok/").json()["outcomes"] == ["200"]
+        assert zen.unit().attributes["zen.external.no_timeout"] == reported
+
+
+@pytest.mark.usefixtures("external_url")
 class TestForeground:
     def test_one_external_call_in_a_request_breaches_external_calls_zero(self, zen: Harness, tmp_path: Path) -> None:
         zen.reset(Settings(budgets=Budgets.from_file(write(tmp_path, "[http]\nexternal_calls = 0\n"))))

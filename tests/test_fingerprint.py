@@ -47,6 +47,24 @@ class TestNormalizeSql:
     def test_mysql_strings_have_backslash_escapes_and_double_quotes(self, statement: str, expected: str) -> None:
         assert normalize_sql(statement, "mysql") == expected
 
+    @pytest.mark.parametrize(
+        ("statement", "expected"),
+        [
+            (
+                'SELECT "t"."id" FROM "t" WHERE "name" = "alice@example.com"',
+                'SELECT "t"."id" FROM "t" WHERE "name" = ?',
+            ),
+            ('SELECT "a b" FROM t', "SELECT ? FROM t"),
+        ],
+    )
+    def test_sqlite_double_quoted_strings_are_literals_unless_they_look_like_identifiers(
+        self, statement: str, expected: str
+    ) -> None:
+        assert normalize_sql(statement, "sqlite") == expected
+
+    def test_numbers_with_underscores_are_literals(self) -> None:
+        assert normalize_sql("SELECT 1_000_999, 0x_FF, 1_0.5_0") == "SELECT ?, ?, ?"
+
     def test_text_is_at_most_1000_characters(self) -> None:
         statement = "SELECT " + ", ".join(f"column_{i}" for i in range(500)) + " FROM t"
         assert len(normalize_sql(statement)) == MAX_TEXT
@@ -151,6 +169,8 @@ class TestMongoShape:
             ({"insert": "orders", "documents": [{"a": "secret"}]}, "orders.insert"),
             ({"count": "orders", "query": {"state": "new"}}, 'orders.count {"state": ?}'),
             ({"ping": 1}, "ping"),
+            ({"getMore": 8127, "collection": "products", "batchSize": 10}, ""),
+            ({"killCursors": "products", "cursors": [8127]}, ""),
         ],
     )
     def test_values_are_removed_and_keys_kept(self, command: dict[str, object], expected: str) -> None:

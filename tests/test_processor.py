@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
+from zenmetry._fingerprint import NO_SHAPE
 from zenmetry._processor import CELERY_SCOPE, UnitProcessor
 from zenmetry._sampler import AlwaysRecordSampler
 from zenmetry._settings import Settings
@@ -267,6 +268,48 @@ class TestSampling:
 
     def test_the_sampler_describes_what_it_wraps(self) -> None:
         assert AlwaysRecordSampler(TraceIdRatioBased(0.5)).get_description() == "AlwaysRecord{TraceIdRatioBased{0.5}}"
+
+
+class TestShapes:
+    def test_a_cursors_next_batches_are_calls_but_not_repeated_statements(self, setup: Setup) -> None:
+        """One MongoDB query read in 7 batches: 7 DB calls, no N+1."""
+        with setup.tracer.start_as_current_span("GET /m", kind=SpanKind.SERVER) as unit:
+            for name, shape in [("find", ("products.find {}", "products.find {}"))] + [("getMore", NO_SHAPE)] * 6:
+                with setup.tracer.start_as_current_span(
+                    name, kind=SpanKind.CLIENT, attributes={"db.system": "mongodb", "db.statement": name}
+                ) as call:
+                    setup.processor.note_shape(call, shape)
+            setup.processor.finish(unit, "m/", GET)
+        attributes = setup.spans()["GET /m"].attributes
+        assert (attributes["zen.db.mongodb.queries"], attributes["zen.db.repeated_max"]) == (7, 1)
+        assert "zen.budget.breached" not in attributes
+
+
+class TestNoTimeout:
+    def test_calls_outside_any_unit_leave_nothing_behind(self, setup: Setup) -> None:
+        """A call without a timeout made outside a unit (start-up, a background thread) is not
+        remembered: nothing would ever forget it."""
+        for _ in range(3):
+            with setup.tracer.start_as_current_span(
+                "GET", kind=SpanKind.CLIENT, attributes={"http.method": "GET"}
+            ) as call:
+                setup.processor.note_no_timeout(call, "GET", "example.com")
+        assert (setup.processor._no_timeout, [e.name for e in setup.spans()["GET"].events]) == (
+            set(),
+            ["zen.external.no_timeout"],
+        )
+
+    def test_a_call_is_counted_once_however_often_it_is_checked(self, setup: Setup) -> None:
+        """Redirects and retries pass the check again inside one call's span: one call, one count."""
+        with setup.tracer.start_as_current_span("GET /u", kind=SpanKind.SERVER) as unit:
+            with setup.tracer.start_as_current_span(
+                "GET", kind=SpanKind.CLIENT, attributes={"http.method": "GET"}
+            ) as call:
+                for _ in range(3):
+                    setup.processor.note_no_timeout(call, "GET", "example.com")
+            setup.processor.finish(unit, "u/", GET)
+        assert setup.spans()["GET /u"].attributes["zen.external.no_timeout"] == 1
+        assert [e.name for e in setup.spans()["GET"].events] == ["zen.external.no_timeout"]
 
 
 class TestGuard:

@@ -60,3 +60,20 @@ class TestExport:
         assert db.attributes["db.statement"] == "SELECT ?::text, ? FROM zentestapp_customer WHERE id = ?"
         (unit,) = receiver.units()
         assert (unit.attributes["url.query"], unit.attributes["http.target"]) == ("token=?", "/raw/?token=?")
+
+    def test_an_error_exports_its_type_not_its_message(self, receiver: Receiver, postgres_db: str) -> None:
+        """A unique violation quotes the duplicate value in its message: the exported status and
+        exception events keep the exception's type and frames, never the message."""
+        server = gunicorn(receiver)
+        assert server.get("/violation/?email=secret-email-5@example.com")[0] == 500
+        server.stop()
+        receiver.wait(
+            lambda r: len(r.units()) == 1 and any(s.status_code == 2 for s in r.spans() if s.kind == "CLIENT")
+        )
+        exported = repr([(s.name, s.attributes, s.events) for s in receiver.spans()])
+        leak = exported.find("secret-email-5@example.com")
+        assert leak == -1, exported[max(leak - 400, 0) : leak + 100]
+        (failed,) = [s for s in receiver.spans() if s.kind == "CLIENT" and s.status_code == 2]
+        (event,) = failed.events_named("exception")
+        assert (event["exception.type"], event["exception.message"]) == ("psycopg.errors.UniqueViolation",) * 2
+        assert event["exception.stacktrace"].endswith("\npsycopg.errors.UniqueViolation")

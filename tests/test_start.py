@@ -225,8 +225,35 @@ class TestDeclarativeConfiguration:
         assert (result.returncode, result.stdout) == (0, "200\n"), result.stderr
         assert (
             "zenmetry: OTEL_CONFIG_FILE is set; the unit processor was added to the provider it built, but its "
-            "sampler is not wrapped: zenmetry's metrics count sampled traces only"
+            "sampler is not wrapped (zenmetry's metrics count sampled traces only) and neither are its "
+            "exporters (statements and URLs are exported as the instrumentations record them)"
         ) in result.stderr.splitlines()
         receiver.wait(lambda r: len(r.units()) == 1 and r.total("zen.unit.db.queries", db__system="all").count == 1)
         assert receiver.units()[0].attributes["zen.db.queries"] == 2
         assert receiver.total("zen.unit.db.queries", db__system="postgresql").sum == 2
+
+
+class TestDebugOnSqlite:
+    def test_djangos_query_log_does_not_count(self, sqlite_db: str) -> None:
+        """With DEBUG=True on SQLite, Django quotes every logged statement's parameters through
+        the connection: 3 queries are still 3, as connection.queries says."""
+        result = run(
+            """
+            import django
+            django.setup()
+            from django.db import connection
+            from django.test import Client
+            print(Client().get("/queries/3/").status_code, len(connection.queries))
+            """,
+            project_env(
+                ZEN_TEST_DB="sqlite",
+                ZEN_TEST_SQLITE_PATH=sqlite_db,
+                ZEN_TEST_DEBUG="1",
+                ZENMETRY_CONSOLE="1",
+                OTEL_TRACES_EXPORTER="none",
+                OTEL_METRICS_EXPORTER="none",
+            ),
+        )
+        assert result.stdout == "200 3\n", result.stderr
+        (line,) = [line for line in result.stderr.splitlines() if line.startswith("zenmetry http")]
+        assert line.split(" | ")[:2] == ["zenmetry http GET queries/<int:n>/ 200", "queries 3 (sqlite 3)"]

@@ -43,7 +43,8 @@ class ZenmetryConfigurator(_OTelSDKConfigurator):
                 provider.add_span_processor(processor)
                 logger.warning(
                     "zenmetry: %s is set; the unit processor was added to the provider it built, but its "
-                    "sampler is not wrapped: zenmetry's metrics count sampled traces only",
+                    "sampler is not wrapped (zenmetry's metrics count sampled traces only) and neither are its "
+                    "exporters (statements and URLs are exported as the instrumentations record them)",
                     OTEL_CONFIG_FILE,
                 )
             else:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import wrapt
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from zenmetry import _config, _db_timeouts, _guard, _names
 from zenmetry._budgets import budget_of
@@ -52,6 +53,7 @@ def instrument_when_ready(instrument: Callable[[], None]) -> None:
     """
     from django.conf import settings
 
+    _quiet_debug_quoting()
     module = os.environ.get(SETTINGS_VARIABLE, "").strip()
     if settings.configured or (module and _importable(module)):
         instrument()
@@ -82,6 +84,27 @@ def instrument_when_ready(instrument: Callable[[], None]) -> None:
         return wrapped(*args, **kwargs)
 
     wrapt.wrap_function_wrapper("django", "setup", setup_then_instrument)
+
+
+def _quiet_debug_quoting() -> None:
+    """Keep Django's own query log out of the figures.
+
+    With ``DEBUG=True`` (or in ``assertNumQueries``), Django's SQLite backend logs each
+    statement with its parameters quoted by SQLite itself: one extra ``SELECT QUOTE(?)`` per
+    parameterised query, through the same connection. Those are Django's bookkeeping, not the
+    application's queries, and would double every count and fake an N+1 on any page.
+    """
+
+    # Patched when Django loads its SQLite backend (importing it here, before the settings,
+    # would trip Django's own import cycle between the backend's modules).
+    @wrapt.when_imported("django.db.backends.sqlite3.base")
+    def _patch(module: Any) -> None:
+        wrapt.wrap_function_wrapper(module.DatabaseOperations, "_quote_params_for_last_executed_query", _unmeasured)
+
+
+def _unmeasured(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    with suppress_instrumentation():
+        return wrapped(*args, **kwargs)
 
 
 def _check_databases() -> None:

@@ -64,7 +64,9 @@ def _urllib3_make_request(wrapped: Any, instance: Any, args: Any, kwargs: Any) -
         positional = len(args) > _URLLIB3_TIMEOUT_INDEX
         given = args[_URLLIB3_TIMEOUT_INDEX] if positional else kwargs.get("timeout", Timeout.DEFAULT_TIMEOUT)
         timeout = instance._get_timeout(given)  # noqa: SLF001 - how urllib3 itself resolves it
-        if Timeout.resolve_default_timeout(timeout.read_timeout) is None:
+        # A total timeout bounds the read too (and its read_timeout cannot be asked before the
+        # connect timer starts); otherwise the read timeout, resolved as urllib3 resolves it.
+        if timeout.total is None and Timeout.resolve_default_timeout(timeout.read_timeout) is None:
             method = args[1] if len(args) > 1 else kwargs.get("method", "")
             seconds = _report(str(method), instance.host)
             if seconds is not None:

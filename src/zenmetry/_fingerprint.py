@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 import pglast.parser
 
@@ -37,7 +37,7 @@ _LEXER = r"""
     | (?P<ident>"(?:[^"]|"")*"|`(?:[^`]|``)*`)
     | (?P<unterminated>["`].*\Z)
     | (?P<placeholder>%\(\w+\)s|%s|\$\d+|\?\d*|(?<![:\w]):[A-Za-z_]\w*)
-    | (?P<number>(?<![\w$.])(?:0[xX][0-9a-fA-F]+|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?))
+    | (?P<number>(?<![\w$.])(?:0[xX][0-9a-fA-F_]+|\d[\d_]*\.?[\d_]*(?:[eE][-+]?\d+)?|\.\d[\d_]*(?:[eE][-+]?\d+)?))
     | (?P<word>[A-Za-z_][\w$]*)
     | (?P<space>\s+)
 """
@@ -55,6 +55,9 @@ _MAX_ITEMS = 20
 _PG_PLACEHOLDER = re.compile(r"%\(\w+\)s|%s")
 
 
+_PLAIN_IDENTIFIER = re.compile(r'"[A-Za-z_][\w$]*"')
+
+
 def _token(match: re.Match[str]) -> str:
     group = match.lastgroup
     if group in ("comment", "space"):
@@ -64,6 +67,14 @@ def _token(match: re.Match[str]) -> str:
     return "?"
 
 
+def _sqlite_token(match: re.Match[str]) -> str:
+    # SQLite takes a double-quoted token that names no column as a string literal: keep the
+    # ones that look like identifiers (as ORMs quote them), replace the rest.
+    if match.lastgroup == "ident" and match.group().startswith('"') and not _PLAIN_IDENTIFIER.fullmatch(match.group()):
+        return "?"
+    return _token(match)
+
+
 def normalize_sql(statement: str, system: str = "") -> str:
     """Return ``statement`` with literals, placeholders and comments replaced, spaces collapsed.
 
@@ -71,7 +82,7 @@ def normalize_sql(statement: str, system: str = "") -> str:
     'SELECT * FROM t WHERE a = ? AND b IN (?)'
     """
     tokens = _MYSQL_TOKENS if system in _BACKSLASH_SYSTEMS else _TOKENS
-    text = tokens.sub(_token, statement[:_MAX_INPUT])
+    text = tokens.sub(_sqlite_token if system == "sqlite" else _token, statement[:_MAX_INPUT])
     text = _LIST.sub("(?)", " ".join(text.split()))
     return text[:MAX_TEXT]
 
@@ -89,18 +100,27 @@ def sql_shape(statement: str, system: str) -> tuple[str, str]:
     return text, text
 
 
+NO_SHAPE: Final[tuple[str, str]] = ("", "")
+"""The shape of a call that repeats by design and must not count as a repeated statement."""
+
+_CURSOR_COMMANDS: Final = frozenset({"getMore", "killCursors"})
+
+
 def mongo_shape(command: Mapping[str, Any]) -> tuple[str, str]:
     """The shape of one MongoDB command as seen by the driver's command listener.
 
     The command name and collection are kept, and the *keys* of the filter (``filter``,
     ``q``, pipeline stages, ``query``), with every value replaced by ``?``; documents being
-    written are left out entirely.
+    written are left out entirely. A cursor's ``getMore`` and ``killCursors`` have no shape
+    (``NO_SHAPE``): reading a large result in batches is not an N+1.
 
     >>> mongo_shape({"find": "products", "filter": {"sku": "A1", "price": {"$gt": 3}}})[1]
     'products.find {"sku": ?, "price": {"$gt": ?}}'
     """
     items = iter(command.items())
     name, collection = next(items, ("", ""))
+    if name in _CURSOR_COMMANDS:
+        return NO_SHAPE  # the next batch of a query already counted: one query, many round trips
     parts = [f"{collection}.{name}" if isinstance(collection, str) else str(name)]
     if name == "aggregate":
         parts.append(_value_shape(command.get("pipeline", [])))

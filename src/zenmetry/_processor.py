@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind
 from zenmetry import _console, _guard, _memory, _names
 from zenmetry._budgets import Budget, Limits
 from zenmetry._db_timeouts import Finding
-from zenmetry._fingerprint import sql_shape
+from zenmetry._fingerprint import NO_SHAPE, sql_shape
 from zenmetry._metrics import Attributes, Instruments
 from zenmetry._scrub import plain_attributes
 from zenmetry._settings import Settings
@@ -131,6 +131,8 @@ class UnitProcessor(SpanProcessor):
                 statement = attributes.get(_DB_QUERY_TEXT) or attributes.get(_DB_STATEMENT)
                 if statement.__class__ is str and statement:
                     shape = sql_shape(statement, system)
+            elif shape is NO_SHAPE:
+                shape = None
             for unit in units:
                 if not unit.finished:
                     unit.add_db(system, duration, shape)
@@ -166,7 +168,9 @@ class UnitProcessor(SpanProcessor):
             span_id = span.get_span_context().span_id
             units = self._open.get(span_id, ())
             is_call = getattr(span, "kind", None) is _CLIENT
-            if is_call:
+            if is_call and units:
+                # Remembered until the call's span ends (on_end forgets it): only spans of a
+                # unit, whose end on_end sees, are remembered.
                 if span_id in self._no_timeout:
                     return
                 self._no_timeout.add(span_id)

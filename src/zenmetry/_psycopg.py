@@ -16,6 +16,8 @@ import wrapt
 from opentelemetry.instrumentation.psycopg import CursorTracer, DatabaseApiIntegration, PsycopgInstrumentor
 from opentelemetry.instrumentation.psycopg.version import __version__
 
+from zenmetry import _guard
+
 _integrations: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
@@ -25,7 +27,15 @@ def trace_server_cursors() -> None:
 
 
 def _traced_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    connection = instance.connection
+    try:
+        tracer = _tracer_for(instance.connection)
+    except Exception:  # noqa: BLE001
+        _guard.swallow("the psycopg server-side cursor wrapper")
+        return wrapped(*args, **kwargs)
+    return tracer.traced_execution(instance, wrapped, *args, **kwargs)
+
+
+def _tracer_for(connection: Any) -> Any:
     integration = _integrations.get(connection)
     if integration is None:
         integration = DatabaseApiIntegration(
@@ -36,4 +46,4 @@ def _traced_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         )
         integration.get_connection_attributes(connection)
         _integrations[connection] = integration
-    return CursorTracer(integration).traced_execution(instance, wrapped, *args, **kwargs)
+    return CursorTracer(integration)

@@ -1,20 +1,26 @@
-"""The export guard: no literal from a statement and no query-string value leaves the process.
+"""The export guard: no literal from a statement, no query-string value and no error message
+leaves the process.
 
 The instrumentations put the statement text on DB spans (``db.statement``/``db.query.text``;
-ORM statements are parameterised, raw SQL may hold literals) and the URL with its query string
-on HTTP spans. Every exporter zenmetry sets up is wrapped so that, in the exporting thread
-(never on the request path), statements are replaced by their literal-free form and query
-values by ``?``. Spans without such attributes pass through untouched.
+ORM statements are parameterised, raw SQL may hold literals), the URL with its query string on
+HTTP spans, and the exception's message in the span status and the ``exception`` event (a
+database error's message quotes the offending values: ``Key (email)=(alice@example.com)``).
+Every exporter zenmetry sets up is wrapped so that, in the exporting thread (never on the
+request path), statements are replaced by their literal-free form, query values by ``?``, and
+error messages by the exception's type; stack traces keep their frames and lose the messages.
+Spans without any of these pass through untouched.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Status, StatusCode
 
 from zenmetry import _names
 from zenmetry._fingerprint import normalize_sql
@@ -22,6 +28,17 @@ from zenmetry._fingerprint import normalize_sql
 _STATEMENTS: Final = (_names.DB_STATEMENT, _names.DB_QUERY_TEXT)
 _URLS: Final = ("http.url", "http.target", "url.full")
 _QUERY: Final = "url.query"
+_EXCEPTION: Final = "exception"
+_EXCEPTION_TYPE: Final = "exception.type"
+_EXCEPTION_MESSAGE: Final = "exception.message"
+_EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
+_FRAME_LINES: Final = ("Traceback (most recent call last):", "  ")
+_CHAIN_LINES: Final = (
+    "",
+    "During handling of the above exception, another exception occurred:",
+    "The above exception was the direct cause of the following exception:",
+)
+_QUALIFIED_NAME: Final = re.compile(r"[A-Za-z_][\w.]*")
 
 
 class ScrubbingExporter(SpanExporter):
@@ -58,22 +75,60 @@ def scrub(span: ReadableSpan) -> ReadableSpan:
     query = attributes.get(_QUERY)
     if isinstance(query, str) and query:
         changed[_QUERY] = strip_query("?" + query)[1:]
-    if not changed:
+    status = span.status
+    description = status.description
+    events = span.events
+    failed = status.status_code is StatusCode.ERROR or any(event.name == _EXCEPTION for event in events)
+    if not changed and not failed:
         return span
+    if description:
+        # Instrumentations write "Type: message" or the bare message (Celery): keep only the
+        # type of the exception recorded on the span, when there is one.
+        types = [str(e.attributes.get(_EXCEPTION_TYPE)) for e in events if e.name == _EXCEPTION and e.attributes]
+        status = Status(status.status_code, types[-1] if types else None)
+    if failed:
+        events = tuple(_scrub_event(event) if event.name == _EXCEPTION else event for event in events)
     return ReadableSpan(
         name=span.name,
         context=span.context,
         parent=span.parent,
         resource=span.resource,
-        attributes={**attributes, **changed},
-        events=span.events,
+        attributes={**attributes, **changed} if changed else attributes,
+        events=events,
         links=span.links,
         kind=span.kind,
-        status=span.status,
+        status=status,
         start_time=span.start_time,
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
     )
+
+
+def _scrub_event(event: Event) -> Event:
+    attributes = dict(event.attributes or {})
+    kind = str(attributes.get(_EXCEPTION_TYPE, "Exception"))
+    if _EXCEPTION_MESSAGE in attributes:
+        attributes[_EXCEPTION_MESSAGE] = kind
+    stacktrace = attributes.get(_EXCEPTION_STACKTRACE)
+    if isinstance(stacktrace, str):
+        attributes[_EXCEPTION_STACKTRACE] = strip_messages(stacktrace)
+    return Event(event.name, attributes, event.timestamp)
+
+
+def strip_messages(stacktrace: str) -> str:
+    """A formatted traceback with its frames kept and every exception message dropped.
+
+    ``ExcType: message`` lines become ``ExcType``; continuation lines of a message go.
+    """
+    kept = []
+    for line in stacktrace.splitlines():
+        if line.startswith(_FRAME_LINES) or line in _CHAIN_LINES:
+            kept.append(line)
+        elif kept and kept[-1].startswith(_FRAME_LINES):
+            name = line.split(":", 1)[0].strip()  # "ExcType: message" -> "ExcType"
+            if _QUALIFIED_NAME.fullmatch(name):
+                kept.append(name)
+    return "\n".join(kept)
 
 
 def plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:

@@ -8,7 +8,7 @@ if os.environ.get("ZEN_TEST_PG_DRIVER") == "psycopg2":
     sys.modules["psycopg"] = None  # type: ignore[assignment]
 
 SECRET_KEY = "zenmetry-tests"
-DEBUG = False
+DEBUG = os.environ.get("ZEN_TEST_DEBUG") == "1"
 ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "zentestapp.urls"
 INSTALLED_APPS = ["django.contrib.contenttypes", "zentestapp"]

@@ -12,6 +12,7 @@ urlpatterns = [
     path("grow/<int:mib>/", views.grow),
     path("eager/<int:n>/", views.eager),
     path("raw/", views.raw),
+    path("violation/", views.violation),
     path("external/<str:library>/<str:path>/", views.external),
     path("boom/", views.boom),
     path("cbv/", views.ClassBased.as_view()),

@@ -126,6 +126,10 @@ def _call(library: str, url: str, timeout: float | None) -> int:
         with urllib3.PoolManager(retries=False) as pool:
             response = pool.request("GET", url, timeout=timeout) if timeout else pool.request("GET", url)
             return response.status
+    if library in ("urllib3-total", "urllib3-connect-only"):
+        given = urllib3.Timeout(total=3) if library == "urllib3-total" else urllib3.Timeout(connect=2)
+        with urllib3.PoolManager(retries=False, timeout=given) as pool:
+            return pool.request("GET", url).status
     with urllib.request.urlopen(url, timeout=timeout) if timeout else urllib.request.urlopen(url) as response:
         return int(response.status)
 
@@ -150,6 +154,15 @@ def raw(request: HttpRequest) -> JsonResponse:
         )
         row = cursor.fetchone()
     return JsonResponse({"row": list(row)})
+
+
+def violation(request: HttpRequest) -> JsonResponse:
+    """A unique violation whose message quotes the offending value (``?email=``)."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS zen_unique (email text UNIQUE)")
+        for _ in range(2):
+            cursor.execute("INSERT INTO zen_unique VALUES (%s)", [request.GET["email"]])
+    return JsonResponse({"unreachable": True})
 
 
 def grow(request: HttpRequest, mib: int) -> JsonResponse:
