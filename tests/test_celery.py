@@ -6,6 +6,8 @@ from __future__ import annotations
 import queue
 import signal
 import subprocess
+import sys
+import textwrap
 import threading
 import uuid
 from collections import Counter
@@ -241,3 +243,44 @@ class TestEager:
         assert units["http"].attributes["zen.db.queries"] == 3
         assert units["task"].parent.span_id == units["http"].context.span_id
         assert Counter(u.attributes["zen.unit.kind"] for u in zen.units()) == {"http": 1, "task": 1}
+
+
+class TestFlushBound:
+    def test_a_collector_that_never_answers_delays_a_recycled_process_5_seconds_at_most(self) -> None:
+        """The flush before a pool process exits waits for traces and metrics together, bounded:
+        with a collector that accepts connections and never answers it returns after 5 s, where
+        the exporters' own timeouts and retries would hold the process 15 to 20 s."""
+        import socket
+
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(16)
+            endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+            code = textwrap.dedent(f"""
+                import time
+                from opentelemetry import metrics, trace
+                from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+                from opentelemetry.sdk.metrics import MeterProvider
+                from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+                from opentelemetry.sdk.trace import TracerProvider
+                from opentelemetry.sdk.trace.export import BatchSpanProcessor
+                from zenmetry import _celery
+
+                tracer_provider = TracerProvider()
+                tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint="{endpoint}/v1/traces")))
+                trace.set_tracer_provider(tracer_provider)
+                reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint="{endpoint}/v1/metrics"), 600_000)
+                metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+                metrics.get_meter("t").create_counter("c").add(1)
+                trace.get_tracer("t").start_span("s").end()
+                start = time.monotonic()
+                _celery._flush()
+                print(round(time.monotonic() - start), flush=True)
+                import os
+                os._exit(0)  # as billiard ends a pool process
+            """)
+            result = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+            )
+        assert result.stdout.splitlines()[:1] == ["5"], result.stderr
