@@ -14,12 +14,13 @@ from conftest import BIN, Server, free_port, otel_env, start_server
 from otlp import Receiver, Span
 
 
-def gunicorn(receiver: Receiver, *args: str, **env: str) -> Server:
+def gunicorn(receiver: Receiver, *args: str, app: str = "zentestapp.wsgi", **env: str) -> Server:
+    """``opentelemetry-instrument gunicorn <app>``, exporting to ``receiver``."""
     port = free_port()
     command = [
         str(BIN / "opentelemetry-instrument"),
         str(BIN / "gunicorn"),
-        "zentestapp.wsgi",
+        app,
         "--bind",
         f"127.0.0.1:{port}",
         "--graceful-timeout",

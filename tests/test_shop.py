@@ -9,8 +9,9 @@ import sys
 import psycopg
 import pytest
 
-from conftest import BIN, ROOT, Server, free_port, otel_env, start_server
+from conftest import BIN, ROOT, Server, otel_env
 from otlp import Receiver
+from test_servers import gunicorn
 
 SHOP = ROOT / "examples" / "shop"
 
@@ -64,28 +65,22 @@ def shop_database() -> str:
 
 
 def shop(receiver: Receiver, **env: str) -> Server:
-    environment = otel_env(
-        receiver,
-        DJANGO_SETTINGS_MODULE="shop.settings",
-        PYTHONPATH=str(SHOP),
-        ZENMETRY_BUDGETS=str(SHOP / "zenmetry.toml"),
+    """The shop, migrated and seeded, under ``opentelemetry-instrument gunicorn``."""
+    environment = {
+        "DJANGO_SETTINGS_MODULE": "shop.settings",
+        "PYTHONPATH": str(SHOP),
+        "ZENMETRY_BUDGETS": str(SHOP / "zenmetry.toml"),
         **env,
-    )
+    }
     for command in (["migrate", "--verbosity", "0"], ["seed"]):
         subprocess.run(
-            [sys.executable, "manage.py", *command], cwd=SHOP, env=environment, check=True, capture_output=True
+            [sys.executable, "manage.py", *command],
+            cwd=SHOP,
+            env=otel_env(receiver, **environment),
+            check=True,
+            capture_output=True,
         )
-    port = free_port()
-    command = [
-        str(BIN / "opentelemetry-instrument"),
-        str(BIN / "gunicorn"),
-        "shop.wsgi",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "1",
-    ]
-    return start_server(command, environment, port)
+    return gunicorn(receiver, "--workers", "1", app="shop.wsgi", **environment)
 
 
 class TestShopOnRealServers:

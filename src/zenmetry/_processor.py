@@ -151,10 +151,6 @@ class UnitProcessor(SpanProcessor):
             return None
         return units[-1]
 
-    def units_of(self, span: ApiSpan) -> tuple[Unit, ...]:
-        """Every open unit ``span`` belongs to, innermost last."""
-        return self._open.get(span.get_span_context().span_id, ())
-
     def note_shape(self, span: ApiSpan, shape: tuple[str, str]) -> None:
         """Give a DB call's shape when its statement attribute cannot be trusted (MongoDB)."""
         span_id = span.get_span_context().span_id
