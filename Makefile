@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test tools lint bench clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,13 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 demo: $(BIN)/.installed
 	$(BIN)/python examples/demo.py
 
-test: $(BIN)/.installed
+# promtool, prometheus and amtool for the stack's tests, from Debian (root on these machines).
+tools:
+	@command -v promtool >/dev/null && command -v amtool >/dev/null || { \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }
+
+test: $(BIN)/.installed tools
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --skip-covered
 
