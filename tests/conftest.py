@@ -176,6 +176,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+"""Every process a test started; whatever a failing test left running is killed after it."""
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left_running() -> Iterator[None]:
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def track(process: subprocess.Popen[str]) -> subprocess.Popen[str]:
+    """Register a process started in its own session (``start_new_session=True``)."""
+    _STARTED.append(process)
+    return process
+
+
 @dataclass
 class Server:
     """A server process of the test project; ``stop()`` ends it gracefully so it flushes."""
@@ -211,8 +231,16 @@ def assert_no_internal_error(output: str) -> None:
 
 def start_server(command: list[str], env: dict[str, str], port: int) -> Server:
     """Start ``command`` (which listens on ``port``) and wait until it accepts connections."""
-    process = subprocess.Popen(
-        command, env=env, cwd=TESTS, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    process = track(
+        subprocess.Popen(
+            command,
+            env=env,
+            cwd=TESTS,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     )
     server = Server(process, f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 60

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from django.test import Client
 
-from conftest import BIN, TESTS, Harness, assert_no_internal_error, otel_env
+from conftest import BIN, TESTS, Harness, assert_no_internal_error, otel_env, track
 from otlp import Receiver
 
 THREE = "zentestapp.tasks.three_queries"
@@ -66,14 +66,16 @@ def start_worker(
     ]
     if launcher:
         command = [str(BIN / "opentelemetry-instrument"), *command]
-    process = subprocess.Popen(
-        command,
-        env=otel_env(receiver, **env),
-        cwd=TESTS,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    process = track(
+        subprocess.Popen(
+            command,
+            env=otel_env(receiver, **env),
+            cwd=TESTS,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     )
     lines: queue.Queue[str] = queue.Queue()
     output: list[str] = []
