@@ -91,11 +91,14 @@ class _Recorder:
         self.processor: UnitProcessor | None = None
         self.tracer_provider: TracerProvider | None = None
         self.collectors: list[list[ZenUnit]] = []
-        self.blocks: set[int] = set()
+        # assert_budget blocks open: unit span id -> the block's own figures, once finished
+        self.blocks: dict[int, list[Figures]] = {}
 
     def listen(self, unit: Unit, figures: Figures, point: Attributes, budget: Budget, found: list[Breach]) -> None:
-        if unit.span_id in self.blocks:
-            return  # a block is judged by its own limits, not the budget file
+        own = self.blocks.get(unit.span_id)
+        if own is not None:
+            own.append(figures)  # a block is judged by its own limits, not the budget file
+            return
         record = ZenUnit(unit.kind, figures.name, figures, budget, tuple(found), dict(point))
         for collector in list(self.collectors):
             collector.append(record)
@@ -209,7 +212,7 @@ class assert_budget(ContextDecorator):
         processor = start()
         tracer = (_recorder.tracer_provider or trace.get_tracer_provider()).get_tracer("zenmetry.testing")
         span = tracer.start_span(f"{BLOCK} {self._where}", kind=SpanKind.SERVER)
-        _recorder.blocks.add(span.get_span_context().span_id)
+        _recorder.blocks[span.get_span_context().span_id] = []
         collector: list[ZenUnit] = []
         _recorder.collectors.append(collector)
         token = otel_context.attach(trace.set_span_in_context(span))
@@ -227,25 +230,21 @@ class assert_budget(ContextDecorator):
         processor, span, collector, token = self._frames().pop()
         otel_context.detach(token)
         _recorder.collectors.remove(collector)
-        block: list[tuple[Unit, Figures]] = []
-
-        def keep(unit: Unit, figures: Figures, *_: Any) -> None:
-            if unit.span_id == span.get_span_context().span_id:
-                block.append((unit, figures))
-
-        processor.listeners.append(keep)
+        name = f"block at {self._where}"
         try:
-            processor.finish(span, f"block at {self._where}", {})
+            processor.finish(span, name, {})
         finally:
-            processor.listeners.remove(keep)
             span.end()
-            _recorder.blocks.discard(span.get_span_context().span_id)
+            block = _recorder.blocks.pop(span.get_span_context().span_id)
         if exc[0] is not None:
             return  # the block's own error comes first
-        units = [ZenUnit(BLOCK, f"block at {self._where}", figures, self._budget, (), {}) for _, figures in block]
-        units += [ZenUnit(u.kind, u.name, u.figures, self._budget, (), u.point) for u in collector]
-        over = [(unit, tuple(breaches(self._budget, unit.figures))) for unit in units]
-        failed = [ZenUnit(u.kind, u.name, u.figures, u.budget, found, u.point) for u, found in over if found]
+        checked: list[tuple[str, str, Figures, dict[str, str | int]]] = [(BLOCK, name, f, {}) for f in block]
+        checked += [(u.kind, u.name, u.figures, u.point) for u in collector]
+        failed = [
+            ZenUnit(kind, unit_name, figures, self._budget, tuple(found), point)
+            for kind, unit_name, figures, point in checked
+            if (found := breaches(self._budget, figures))
+        ]
         if failed:
             raise AssertionError(report(failed))
 
