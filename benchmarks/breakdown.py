@@ -76,10 +76,12 @@ def _run(piece: str, times: int) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import SpanKind
 
+    from zenmetry._budgets import Budget
+    from zenmetry._limits import Limits
     from zenmetry._metrics import Instruments
     from zenmetry._processor import UnitProcessor
     from zenmetry._scrub import scrub
-    from zenmetry._units import Figures
+    from zenmetry._units import Figures, FinishedUnit
 
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     point = {"http.request.method": "GET", "http.response.status_code": 200}
@@ -126,6 +128,7 @@ def _run(piece: str, times: int) -> None:
         rss_delta_bytes=0,
         duration_ms=5.0,
     )
+    unit = FinishedUnit(figures, point, Budget("http", Limits()), (), 0)
     provider = TracerProvider()
     processor = UnitProcessor(meter_provider=meter_provider)
     if piece == "request+zenmetry":
@@ -154,7 +157,7 @@ def _run(piece: str, times: int) -> None:
                         pass
                 processor.finish(span, "orders/<int:pk>/invoice/", point)
         elif piece == "metrics":
-            instruments.record(figures, point, [])
+            instruments.record(unit)
         else:
             encode_spans([zen_span if piece == "encode+zen" else plain_span]).SerializeToString()
 

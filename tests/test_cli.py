@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, TESTS, project_env
-from test_budgets import BAD_FILES, EXAMPLE, expected_problem, write
+from support.budgets import BAD_FILES, EXAMPLE, expected_problem, write
+from support.processes import BIN, TESTS, project_env
 
 
 def zenmetry(*args: str, cwd: Path = TESTS, **env: str) -> subprocess.CompletedProcess[str]:

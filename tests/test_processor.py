@@ -18,10 +18,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from zenmetry._fingerprint import NO_SHAPE
 from zenmetry._processor import CELERY_SCOPE, UnitProcessor
 from zenmetry._sampler import AlwaysRecordSampler
 from zenmetry._settings import Settings
+from zenmetry._shapes import NO_SHAPE
 
 GET = {"http.request.method": "GET", "http.response.status_code": 200}
 
@@ -69,7 +69,7 @@ def make(sampler: object = None, settings: Settings | None = None) -> Setup:
 def setup() -> Iterator[Setup]:
     made = make()
     yield made
-    assert made.processor._open == {}, "every span that ended left the processor"
+    assert made.processor.tracked_spans() == 0, "every span that ended left the processor"
     made.provider.shutdown()
 
 

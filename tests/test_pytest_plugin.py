@@ -217,7 +217,7 @@ class TestLocalAssertions:
             def test_units(client, customers, zen_units):
                 client.get("/one/")
                 client.get("/nplusone/")
-                assert [(u.kind, u.name, u.queries, u.figures.repeated_max) for u in zen_units] == [
+                assert [(u.kind, u.name, u.figures.queries, u.figures.repeated_max) for u in zen_units] == [
                     ("http", "one/", 1, 1), ("http", "nplusone/", 13, 12)]
         """
         )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otlp import Receiver
-from test_servers import gunicorn
+from support.otlp import Receiver
+from support.processes import gunicorn
 from zenmetry._scrub import scrub, strip_query
 
 

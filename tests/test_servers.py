@@ -10,28 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import BIN, Server, free_port, otel_env, start_server
-from otlp import Receiver, Span
-
-
-def gunicorn(receiver: Receiver, *args: str, app: str = "zentestapp.wsgi", **env: str) -> Server:
-    """``opentelemetry-instrument gunicorn <app>``, exporting to ``receiver``."""
-    port = free_port()
-    command = [
-        str(BIN / "opentelemetry-instrument"),
-        str(BIN / "gunicorn"),
-        app,
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--graceful-timeout",
-        "10",
-        *args,
-    ]
-    return start_server(command, otel_env(receiver, **env), port)
-
-
-def path_of(span: Span) -> str:
-    return str(span.attributes.get("url.path") or span.attributes.get("http.target"))
+from support.otlp import Receiver
+from support.processes import BIN, free_port, gunicorn, otel_env, path_of, start_server
 
 
 @pytest.mark.usefixtures("postgres_db", "mongo_url")

@@ -9,9 +9,8 @@ import sys
 import psycopg
 import pytest
 
-from conftest import BIN, ROOT, Server, otel_env
-from otlp import Receiver
-from test_servers import gunicorn
+from support.otlp import Receiver
+from support.processes import BIN, ROOT, Server, gunicorn, otel_env
 
 SHOP = ROOT / "examples" / "shop"
 

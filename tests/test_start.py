@@ -3,6 +3,7 @@ stopping the process, Django settings that are not there yet, and ``configure()`
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import textwrap
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 from opentelemetry.util._importlib_metadata import entry_points
 
-from conftest import BIN, TESTS, otel_env, project_env
-from otlp import Receiver
+from support.otlp import Receiver
+from support.processes import BIN, TESTS, otel_env, project_env
 from zenmetry._configurator import ZenmetryConfigurator
 from zenmetry._distro import ZenmetryDistro
 
@@ -50,52 +51,23 @@ class TestDistroDefaults:
 
 
 class TestBadSettingsStopTheProcess:
-    @pytest.mark.parametrize(
-        ("variables", "message"),
-        [
-            ({"ZENMETRY_CONSOLE": "yes"}, "zenmetry: ZENMETRY_CONSOLE='yes': expected 1 (print a line per unit) or 0"),
-            ({"ZENMETRY_BUDGETS": "missing.toml"}, "zenmetry: ZENMETRY_BUDGETS='missing.toml': no such budget file"),
-            (
-                {"ZENMETRY_HTTP_TIMEOUT": "soon"},
-                "zenmetry: ZENMETRY_HTTP_TIMEOUT='soon': expected a positive number of seconds, such as 5",
-            ),
-            (
-                {"ZENMETRY_HTTP_TIMEOUT": "-2"},
-                "zenmetry: ZENMETRY_HTTP_TIMEOUT='-2': expected a positive number of seconds, such as 5",
-            ),
-            (
-                {"ZENMETRY_HTTP_TIMEOUT": "0"},
-                "zenmetry: ZENMETRY_HTTP_TIMEOUT='0': expected a positive number of seconds, such as 5",
-            ),
-            (
-                {"ZENMETRY_HTTP_TIMEOUT": "nan"},
-                "zenmetry: ZENMETRY_HTTP_TIMEOUT='nan': expected a positive number of seconds, such as 5",
-            ),
-        ],
-    )
-    def test_a_bad_variable_stops_start_up_with_status_2(self, variables: dict[str, str], message: str) -> None:
-        result = run(
-            "print('the application ran')",
-            project_env(OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none", **variables),
-        )
-        assert (result.returncode, result.stdout) == (2, "")
-        assert result.stderr.splitlines() == [
-            message,
-            "zenmetry: fix the configuration above; the process was not started",
-        ]
+    """What each bad setting says is tested on ``_settings.load()`` (test_settings.py); here, that
+    the launcher stops the process with those lines and exit status 2 before the app runs."""
 
-    def test_a_broken_budget_file_stops_start_up_naming_file_entry_and_key(self, tmp_path: Path) -> None:
+    def test_a_broken_budget_file_stops_start_up_with_status_2(self, tmp_path: Path) -> None:
         (tmp_path / "zenmetry.toml").write_text('[http."orders/<int:pk>/"]\nquerys = 8\n')
         result = run(
             "print('the application ran')",
-            project_env(OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none"),
+            project_env(OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none", ZENMETRY_CONSOLE="yes"),
             cwd=tmp_path,
         )
-        assert result.returncode == 2
-        assert result.stderr.splitlines()[0] == (
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr.splitlines() == [
+            "zenmetry: ZENMETRY_CONSOLE='yes': expected 1 (print a line per unit) or 0",
             "zenmetry: budget file '" + str(tmp_path / "zenmetry.toml") + '\', entry [http."orders/<int:pk>/"], '
-            "key 'querys': unknown limit; allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries"
-        )
+            "key 'querys': unknown limit; allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries",
+            "zenmetry: fix the configuration above; the process was not started",
+        ]
 
 
 @pytest.mark.usefixtures("postgres_db")
@@ -167,18 +139,73 @@ class TestConfigure:
         ), result.stderr
 
 
+SOURCE = TESTS.parent / "src" / "zenmetry"
+MODULES = sorted(
+    ".".join(("zenmetry", *path.relative_to(SOURCE).with_suffix("").parts)).removesuffix(".__init__")
+    for path in SOURCE.rglob("*.py")
+)
+
+
+def _imports(module: str) -> set[str]:
+    """zenmetry modules ``module`` imports when it is imported (not in functions or TYPE_CHECKING)."""
+    path = SOURCE.joinpath(*module.split(".")[1:])
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    # A package's own __init__ is imported before any of its modules: not an edge of the graph.
+    return {name for name in found if name in MODULES and name != module and not module.startswith(name + ".")}
+
+
 class TestModules:
-    @pytest.mark.parametrize(
-        "module",
-        sorted(path.stem for path in (TESTS.parent / "src" / "zenmetry").glob("*.py") if path.stem != "__main__"),
-    )
+    @pytest.mark.parametrize("module", MODULES)
     def test_every_module_imports_on_its_own(self, module: str) -> None:
         """No import cycle depends on which zenmetry module a process imports first."""
-        name = "zenmetry" if module == "__init__" else f"zenmetry.{module}"
         result = subprocess.run(
-            [sys.executable, "-c", f"import {name}"], capture_output=True, text=True, timeout=60, check=False
+            [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60, check=False
         )
         assert (result.returncode, result.stderr) == (0, "")
+
+    def test_no_module_imports_itself_through_others(self) -> None:
+        """The import graph of the package, read from every module's top-level imports, has no cycle."""
+        graph = {module: _imports(module) for module in MODULES}
+        cycles = []
+
+        def visit(module: str, path: tuple[str, ...]) -> None:
+            for imported in graph[module]:
+                if imported in path:
+                    cycles.append((*path[path.index(imported) :], imported))
+                else:
+                    visit(imported, (*path, imported))
+
+        for module in MODULES:
+            visit(module, (module,))
+        assert cycles == []
+
+    def test_importing_zenmetry_imports_no_integration(self) -> None:
+        """``import zenmetry`` (and the distro) leaves every library's integration unimported."""
+        code = (
+            "import sys, zenmetry, zenmetry._distro; print(sorted(m for m in sys.modules if m.startswith('zenmetry.')))"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+        imported = ast.literal_eval(result.stdout)
+        assert [module for module in imported if module.startswith("zenmetry.integrations.")] == []
+        assert "zenmetry.integrations" in imported
+
+    def test_an_integration_is_imported_only_when_its_instrumentor_loads(self) -> None:
+        """The distro imports ``zenmetry.integrations.pymongo`` only for the pymongo instrumentor."""
+        code = (
+            "import sys\n"
+            "from zenmetry import integrations\n"
+            "assert integrations.for_entry_point('sqlite3') is None\n"
+            "found = integrations.for_entry_point('pymongo')\n"
+            "print(type(found).__name__, found.present(), sorted(m for m in sys.modules if m.startswith('zenmetry.integrations.')))"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+        assert (result.stdout, result.stderr) == ("PymongoIntegration True ['zenmetry.integrations.pymongo']\n", "")
 
 
 DECLARATIVE = """

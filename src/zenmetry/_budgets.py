@@ -7,32 +7,19 @@ after a name's first unit.
 
 from __future__ import annotations
 
-import math
 import sys
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Final, TypedDict, TypeVar, Unpack
+from typing import Any, Final, TypeVar
 
-from zenmetry import _names
+from zenmetry import _limits, _names
 from zenmetry._errors import ConfigError
+from zenmetry._limits import Limits
 
 KINDS: Final = (_names.KIND_HTTP, _names.KIND_TASK)
-DEFAULT_REPEATED_QUERIES: Final = 5
-
-# Limit name -> (is a count, figure it is checked against). Counts are integers; the others
-# (milliseconds, MiB) take any finite number.
-_LIMITS: Final[dict[str, bool]] = {
-    "queries": True,
-    "db_time_ms": False,
-    "memory_mb": False,
-    "duration_ms": False,
-    "external_calls": True,
-    "repeated_queries": True,
-}
-ALLOWED: Final = ", ".join(_LIMITS)
 _TABLES: Final = 'allowed: [http], [task], [http."<route>"] and [task."<task name>"]'
 
 BUDGET_ATTRIBUTE: Final = "__zenmetry_budget__"
@@ -42,94 +29,21 @@ _CACHE_MAX: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
-    """Maximums for one unit; ``None`` is "not checked"."""
-
-    queries: int | None = None
-    db_time_ms: float | None = None
-    memory_mb: float | None = None
-    duration_ms: float | None = None
-    external_calls: int | None = None
-    repeated_queries: int | None = None
-
-    def over(self, base: Limits) -> Limits:
-        """These limits, with the ones left out taken from ``base``."""
-        merged: dict[str, Any] = {
-            name: theirs if mine is None else mine
-            for name, mine, theirs in zip(_LIMITS, _values(self), _values(base), strict=True)
-        }
-        return Limits(**merged)
-
-    def items(self) -> list[tuple[str, int | float]]:
-        """The limits that are set, in the file's documented order."""
-        return [(name, value) for name, value in zip(_LIMITS, _values(self), strict=True) if value is not None]
-
-
-def _values(limits: Limits) -> tuple[int | float | None, ...]:
-    return tuple(getattr(limits, field.name) for field in fields(limits))
-
-
-@dataclass(frozen=True, slots=True)
 class Budget:
     """The limits that apply to one unit, and where they came from (``zen.budget``)."""
 
     source: str
     limits: Limits
     checks: tuple[tuple[str, int | float], ...] = field(init=False)
-    """The limits to check, each in its own unit (int for counts, float for ms and MiB);
-    computed once, as budgets are cached."""
+    """The limits to check, each in its own unit (int for counts, float for ms and MiB),
+    defaults included; computed once, as budgets are cached."""
 
     def __post_init__(self) -> None:
-        checks = [
-            (name, value if _LIMITS[name] else float(value))
-            for name, value in self.limits.items()
-            if name != "repeated_queries"
-        ]
-        if self.repeated_queries:
-            checks.append(("repeated_queries", self.repeated_queries))
-        object.__setattr__(self, "checks", tuple(checks))
+        object.__setattr__(self, "checks", _limits.checks(self.limits))
 
-    @property
-    def repeated_queries(self) -> int:
-        """The repetition limit; 0 turns the check off."""
-        value = self.limits.repeated_queries
-        return DEFAULT_REPEATED_QUERIES if value is None else value
-
-
-class LimitsKwargs(TypedDict, total=False):
-    queries: int
-    db_time_ms: float
-    memory_mb: float
-    duration_ms: float
-    external_calls: int
-    repeated_queries: int
-
-
-def parse_limits(values: Mapping[str, Any], where: str) -> Limits:
-    """Validate a mapping of limit names to maximums; ``where`` prefixes every problem."""
-    problems = []
-    parsed: dict[str, Any] = {}
-    for key, value in values.items():
-        problem = _problem(key, value)
-        if problem:
-            problems.append(f"{where}, key {key!r}: {problem}")
-        else:
-            parsed[key] = value
-    if problems:
-        raise ConfigError(problems)
-    return Limits(**parsed)
-
-
-def _problem(key: str, value: Any) -> str | None:
-    if key not in _LIMITS:
-        return f"unknown limit; allowed: {ALLOWED}"
-    count = _LIMITS[key]
-    expected = "a non-negative integer" if count else "a non-negative number"
-    if isinstance(value, bool) or not isinstance(value, int | float) or (count and isinstance(value, float)):
-        return f"expected {expected}, got {value!r} ({type(value).__name__})"
-    if not math.isfinite(value) or value < 0:
-        return f"expected {expected}, got {value!r}"
-    return None
+    def limit(self, name: str) -> int | float:
+        """The value ``name`` is checked with; 0 when it is not checked."""
+        return next((value for limit, value in self.checks if limit == name), 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,14 +94,14 @@ class Budgets:
                 continue
             own = {key: value for key, value in table.items() if not isinstance(value, dict)}
             try:
-                self._kind_limits[kind] = parse_limits(own, f"{where}, entry [{kind}]")
+                self._kind_limits[kind] = _limits.parse(own, f"{where}, entry [{kind}]")
             except ConfigError as error:
                 problems.extend(error.problems)
             for key, value in table.items():
                 if not isinstance(value, dict):
                     continue
                 try:
-                    entry = _Entry(key, parse_limits(value, f'{where}, entry [{kind}."{key}"]'))
+                    entry = _Entry(key, _limits.parse(value, f'{where}, entry [{kind}."{key}"]'))
                 except ConfigError as error:
                     problems.extend(error.problems)
                     continue
@@ -242,10 +156,11 @@ class Budgets:
 Decorated = TypeVar("Decorated", bound=Callable[..., Any] | type)
 
 
-def budget(**limits: Unpack[LimitsKwargs]) -> Callable[[Decorated], Decorated]:
+def budget(**limits: float) -> Callable[[Decorated], Decorated]:
     """Override the budget file for one view (function or class) or one Celery task.
 
-    ``@budget(queries=5, duration_ms=200)``; limits left out come from the entry that would
+    ``@budget(queries=5, duration_ms=200)``, with any limit of the budget file (the keys
+    of ``zenmetry._limits.LIMITS``); limits left out come from the entry that would
     otherwise apply, and ``zen.budget`` reads ``@budget``. Put it below ``@app.task`` (or
     on the function a task wraps). An unknown or wrong limit raises ``ConfigError`` when the
     decorated module is imported.
@@ -253,7 +168,7 @@ def budget(**limits: Unpack[LimitsKwargs]) -> Callable[[Decorated], Decorated]:
 
     def decorate(target: Decorated) -> Decorated:
         where = _describe(target)
-        setattr(target, BUDGET_ATTRIBUTE, parse_limits(limits, where))
+        setattr(target, BUDGET_ATTRIBUTE, _limits.parse(limits, where))
         return target
 
     return decorate

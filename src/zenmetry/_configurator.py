@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Sampler, _get_from_env_or_default
 
-from zenmetry import _config
+from zenmetry import _state
 from zenmetry._processor import UnitProcessor
 from zenmetry._sampler import AlwaysRecordSampler
 from zenmetry._scrub import ScrubbingExporter
@@ -33,7 +33,7 @@ class ZenmetryConfigurator(_OTelSDKConfigurator):
     """OpenTelemetry's SDK set-up, plus the unit processor and the always-record sampler."""
 
     def _configure(self, **kwargs: Any) -> None:
-        processor = UnitProcessor(_config.settings(exit_on_error=True))
+        processor = UnitProcessor(_state.settings(exit_on_error=True))
         if os.environ.get(OTEL_CONFIG_FILE):
             # Declarative configuration ignores configurator arguments: add the processor to
             # whatever provider the file built, and say what is lost.
@@ -58,8 +58,7 @@ class ZenmetryConfigurator(_OTelSDKConfigurator):
                 ScrubbingExporter(exporter), *args, **options
             )
             super()._configure(**kwargs)
-        _config.state.processor = processor
-        _config.state.configured_pid = os.getpid()
+        _state.state.processor = processor
 
 
 def _configured_sampler() -> Sampler:
@@ -76,7 +75,7 @@ def configure() -> None:
     process the launcher (or a parent before fork) has already configured. Bad settings
     raise ``zenmetry.ConfigError``.
     """
-    if _config.state.processor is not None:
+    if _state.processor() is not None:
         return
     from opentelemetry.instrumentation.auto_instrumentation._load import _load_instrumentors
 
@@ -84,6 +83,6 @@ def configure() -> None:
 
     distro = ZenmetryDistro()
     distro.configure(exit_on_error=False)
-    _config.settings(exit_on_error=False)
+    _state.settings(exit_on_error=False)
     ZenmetryConfigurator().configure()
     _load_instrumentors(distro)

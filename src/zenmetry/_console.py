@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from zenmetry import _names
-from zenmetry._units import MIB, Breach, Figures
+from zenmetry._limits import MIB
+from zenmetry._units import Figures, FinishedUnit
 
 
-def line(figures: Figures, point: Mapping[str, str | int], found: Sequence[Breach]) -> str:
+def line(unit: FinishedUnit) -> str:
     """Format one unit, e.g. (one line)::
 
     zenmetry http GET orders/<int:pk>/ 200 | queries 10 (mongodb 3, postgresql 7) | db 12.3 ms
     | mem +1.2 MiB | ext 0 | 92.1 ms | BREACH queries 10>8
     """
-    head = " ".join(str(part) for part in (figures.kind, *_point_head(figures, point)))
+    figures, found = unit.figures, unit.breaches
+    head = " ".join(str(part) for part in (figures.kind, *_point_head(figures, unit.point)))
     systems = ", ".join(f"{system} {count}" for system, (count, _) in sorted(figures.systems.items()))
     parts = [
         f"zenmetry {head}",

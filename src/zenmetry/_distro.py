@@ -1,4 +1,4 @@
-"""The ``zenmetry`` distro: environment defaults and instrumentor hooks, nothing else.
+"""The ``zenmetry`` distro: environment defaults, and a loop over zenmetry's integrations.
 
 ``opentelemetry-instrument`` calls ``configure()`` first, then the configurator, then
 ``load_instrumentor()`` for every installed instrumentation.
@@ -14,11 +14,11 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_PROTOCOL
 from opentelemetry.util._importlib_metadata import EntryPoint
 
-from zenmetry import _config
+from zenmetry import _state, integrations
 
 
 class ZenmetryDistro(BaseDistro):
-    """Defaults the user's environment can override, and zenmetry's instrumentor hooks."""
+    """Defaults the user's environment can override, and zenmetry's integrations."""
 
     def _configure(self, **kwargs: Any) -> None:
         os.environ.setdefault(OTEL_TRACES_EXPORTER, "otlp")
@@ -27,34 +27,17 @@ class ZenmetryDistro(BaseDistro):
         # exporter zenmetry installs.
         os.environ.setdefault(OTEL_EXPORTER_OTLP_PROTOCOL, "http/protobuf")
         # A bad budget file or ZENMETRY_* variable stops the process here, before anything runs.
-        _config.settings(exit_on_error=kwargs.get("exit_on_error", True))
+        _state.settings(exit_on_error=kwargs.get("exit_on_error", True))
 
     def load_instrumentor(self, entry_point: EntryPoint, **kwargs: Any) -> None:
-        name = entry_point.name
-        if name == "django":
-            from zenmetry import _django
-
-            kwargs.setdefault("response_hook", _django.response_hook)
-            _django.instrument_when_ready(lambda: super(ZenmetryDistro, self).load_instrumentor(entry_point, **kwargs))
+        integration = integrations.for_entry_point(entry_point.name)
+        if integration is None:
+            super().load_instrumentor(entry_point, **kwargs)
             return
-        if name == "pymongo":
-            from zenmetry import _db_timeouts, _pymongo
+        integration.before(entry_point.name, kwargs)
 
-            kwargs.setdefault("request_hook", _pymongo.request_hook)
-            _db_timeouts.watch_mongo_clients()
-        elif name in ("requests", "urllib3", "httpx", "urllib"):
-            from zenmetry import _external
+        def instrument() -> None:
+            super(ZenmetryDistro, self).load_instrumentor(entry_point, **kwargs)
+            integration.after(entry_point.name)
 
-            # Before the instrumentation: for httpx both wrap one method, and the timeout check
-            # must run inside the call's span.
-            _external.install(name)
-        elif name == "celery":
-            from zenmetry import _celery
-
-            # Connected before the instrumentation's own receivers, which end the span.
-            _celery.connect()
-        super().load_instrumentor(entry_point, **kwargs)
-        if name == "psycopg":
-            from zenmetry import _psycopg
-
-            _psycopg.trace_server_cursors()
+        integration.load(instrument)

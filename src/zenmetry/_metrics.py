@@ -7,12 +7,12 @@ unbounded (path, id, user, statement) is ever recorded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from opentelemetry.metrics import MeterProvider, get_meter
 
 from zenmetry import _names
-from zenmetry._units import Breach, Figures
+from zenmetry._units import FinishedUnit
 
 # Bucket boundaries sized for requests and tasks; the SDK's defaults (0 to 10,000) suit
 # neither seconds nor query counts.
@@ -72,9 +72,10 @@ class Instruments:
             description="Budget limits exceeded, by zen.limit.",
         )
 
-    def record(self, figures: Figures, point: Attributes, found: Sequence[Breach]) -> None:
-        """Record one finished unit; ``point`` holds the kind's own bounded attributes."""
-        base = {_names.UNIT_KIND: figures.kind, _names.UNIT_NAME: figures.name, **point}
+    def record(self, unit: FinishedUnit) -> None:
+        """Record one finished unit, with its kind's own bounded point attributes."""
+        figures = unit.figures
+        base = {_names.UNIT_KIND: figures.kind, _names.UNIT_NAME: figures.name, **unit.point}
         self.duration.record(figures.duration_ms / 1e3, base)
         self.memory_growth.record(max(figures.rss_delta_bytes, 0), base)
         self.external_calls.record(figures.external_calls, base)
@@ -86,5 +87,5 @@ class Instruments:
         overall = {**base, _names.DB_SYSTEM: _names.ALL_SYSTEMS}
         self.db_queries.record(figures.queries, overall)
         self.db_duration.record(figures.db_duration_ms / 1e3, overall)
-        for breach in found:
+        for breach in unit.breaches:
             self.breaches.add(1, {**base, _names.LIMIT: breach.limit})

@@ -22,19 +22,19 @@ from opentelemetry.trace import Span as ApiSpan
 from opentelemetry.trace import SpanKind
 
 from zenmetry import _console, _guard, _memory, _names
-from zenmetry._budgets import Budget, Limits
-from zenmetry._db_timeouts import Finding
-from zenmetry._fingerprint import NO_SHAPE, sql_shape
+from zenmetry._findings import Finding
+from zenmetry._limits import Limits
 from zenmetry._metrics import Attributes, Instruments
-from zenmetry._scrub import plain_attributes
 from zenmetry._settings import Settings
-from zenmetry._units import Breach, Figures, Unit, breaches
+from zenmetry._shapes import NO_SHAPE, sql_shape
+from zenmetry._spans import plain_attributes
+from zenmetry._units import FinishedUnit, OpenUnit, breaches
 
 CELERY_SCOPE: Final = "opentelemetry.instrumentation.celery"
 _TASK_PREFIX: Final = "run/"
 
-Listener = Callable[[Unit, Figures, Attributes, Budget, list[Breach]], None]
-"""Called with every finished unit: the unit, its figures, point attributes, budget, breaches."""
+Listener = Callable[[FinishedUnit], None]
+"""Called with every finished unit."""
 
 # Module-level names are faster to reach than attributes of _names on the hot path.
 _DB_SYSTEM: Final = _names.DB_SYSTEM
@@ -73,7 +73,7 @@ class UnitProcessor(SpanProcessor):
         self._keep_statements = keep_statements
         # span id -> the units it belongs to, innermost last; an entry lives while its span
         # is open. A dict update is atomic under the GIL, so no lock is needed.
-        self._open: dict[int, tuple[Unit, ...]] = {}
+        self._open: dict[int, tuple[OpenUnit, ...]] = {}
         # span id -> shape, for DB calls whose statement attribute is unreliable (MongoDB).
         self._shapes: dict[int, tuple[str, str]] = {}
         # External-call spans already reported without a timeout (redirects and retries of one
@@ -99,7 +99,7 @@ class UnitProcessor(SpanProcessor):
                     self._open[span.context.span_id] = enclosing
                 return
             span_id = span.context.span_id
-            unit = Unit(unit_kind, span, span.start_time or time.time_ns(), _memory.rss())
+            unit = OpenUnit(unit_kind, span, span.start_time or time.time_ns(), _memory.rss())
             if self._keep_statements:
                 unit.statements = []
             self._open[span_id] = (*enclosing, unit) if enclosing else (unit,)
@@ -121,7 +121,7 @@ class UnitProcessor(SpanProcessor):
         except Exception:  # noqa: BLE001
             _guard.swallow("on_end")
 
-    def _add_call(self, span: ReadableSpan, span_id: int, units: tuple[Unit, ...]) -> None:
+    def _add_call(self, span: ReadableSpan, span_id: int, units: tuple[OpenUnit, ...]) -> None:
         attributes = plain_attributes(span)
         duration = (span.end_time or 0) - (span.start_time or 0)
         system = attributes.get(_DB_SYSTEM_NAME) or attributes.get(_DB_SYSTEM)
@@ -143,7 +143,7 @@ class UnitProcessor(SpanProcessor):
 
     # -- called by the hooks, once per unit ----------------------------------------------
 
-    def unit(self, span: ApiSpan) -> Unit | None:
+    def unit(self, span: ApiSpan) -> OpenUnit | None:
         """The unit ``span`` opened, if it opened one and it is not finished."""
         span_id = span.get_span_context().span_id
         units = self._open.get(span_id)
@@ -195,14 +195,14 @@ class UnitProcessor(SpanProcessor):
             _guard.swallow("finish")
 
     def _complete(
-        self, unit: Unit, span: ApiSpan | None, name: str, point: Attributes, override: Limits | None
+        self, unit: OpenUnit, span: ApiSpan | None, name: str, point: Attributes, override: Limits | None
     ) -> None:
         unit.finished = True
         figures = unit.figures(name, time.time_ns(), _memory.rss())
         budget = self.settings.budgets.resolve(unit.kind, name, override)
-        found = breaches(budget, figures)
+        finished = FinishedUnit(figures, point, budget, tuple(breaches(budget, figures)), unit.span_id)
         if span is not None and span.is_recording():
-            _write(span, figures, budget.source, found, budget.repeated_queries)
+            _write(span, finished)
             if self._findings:
                 findings, self._findings = self._findings, []
                 for finding in findings:
@@ -217,11 +217,30 @@ class UnitProcessor(SpanProcessor):
         if self._record_metrics:
             if self._instruments is None:
                 self._instruments = Instruments(self._meter_provider)
-            self._instruments.record(figures, point, found)
+            self._instruments.record(finished)
         if self.settings.console:
-            _console.write(_console.line(figures, point, found))
+            _console.write(_console.line(finished))
         for listener in self.listeners:
-            listener(unit, figures, point, budget, found)
+            listener(finished)
+
+    # -- for zenmetry.testing and the test suite -------------------------------------------
+
+    def keep_statements(self) -> None:
+        """Keep every DB call of every unit started from now on, in order (``Figures.statements``)."""
+        self._keep_statements = True
+
+    def use_meter_provider(self, meter_provider: MeterProvider | None) -> None:
+        """Record the metrics of units finished from now on with ``meter_provider``."""
+        self._meter_provider = meter_provider
+        self._instruments = None
+
+    def forget_findings(self) -> None:
+        """Drop the connection findings not yet reported on a unit."""
+        self._findings.clear()
+
+    def tracked_spans(self) -> int:
+        """Spans of open units the processor still tracks (0 once every span has ended)."""
+        return len(self._open)
 
     def shutdown(self) -> None:
         self._open.clear()
@@ -232,7 +251,8 @@ class UnitProcessor(SpanProcessor):
         return True
 
 
-def _write(span: ApiSpan, figures: Figures, source: str, found: list[Breach], repeated_limit: int) -> None:
+def _write(span: ApiSpan, unit: FinishedUnit) -> None:
+    figures, source, found = unit.figures, unit.budget.source, unit.breaches
     attributes: dict[str, str | int | float | list[str]] = {
         _names.UNIT_KIND: figures.kind,
         _names.UNIT_NAME: figures.name,
@@ -262,6 +282,7 @@ def _write(span: ApiSpan, figures: Figures, source: str, found: list[Breach], re
                 _names.BUDGET: source,
             },
         )
+    repeated_limit = unit.budget.limit("repeated_queries")
     if repeated_limit:
         for repetition in figures.repetitions:
             if repetition.count <= repeated_limit:

@@ -10,6 +10,7 @@ end. ``@pytest.mark.zenmetry_allow("queries")`` lets a known offender through. T
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import sys
@@ -65,12 +66,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _start(config: pytest.Config) -> None:
     """Instrument this process in memory, with the project's budget file."""
-    from zenmetry import _settings, testing
+    from zenmetry import _names, _settings, testing
     from zenmetry._errors import ConfigError
 
     environ = dict(os.environ)
     if config.getini("zenmetry_budgets"):
-        environ["ZENMETRY_BUDGETS"] = str(config.rootpath / config.getini("zenmetry_budgets"))
+        environ[_names.ENV_BUDGETS] = str(config.rootpath / config.getini("zenmetry_budgets"))
     try:
         settings = _settings.load(environ, cwd=config.rootpath)
     except ConfigError as error:
@@ -90,12 +91,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from zenmetry._budgets import _LIMITS, ALLOWED
+    from zenmetry._limits import ALLOWED, BY_NAME
 
     for item in items:
         for marker in item.iter_markers(MARKER):
             for limit in marker.args:
-                if limit not in _LIMITS:
+                if limit not in BY_NAME:
                     where = f"@pytest.mark.{MARKER}({limit!r}) on {item.nodeid}"
                     raise pytest.UsageError(f"zenmetry: {where}: unknown limit; allowed: {ALLOWED}")
 
@@ -113,7 +114,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     if session.check:
         allowed = _allowed(item)
         failed = [
-            testing.ZenUnit(u.kind, u.name, u.figures, u.budget, kept, u.point)
+            dataclasses.replace(u, breaches=kept)
             for u in units
             if (kept := tuple(b for b in u.breaches if allowed is not None and b.limit not in allowed))
         ]
@@ -164,7 +165,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     table = [header]
     ordered = sorted(
         rows.items(),
-        key=lambda item: (-max(u.queries for u in item[1]), -max(u.duration_ms for u in item[1]), item[0]),
+        key=lambda item: (
+            -max(u.figures.queries for u in item[1]),
+            -max(u.figures.duration_ms for u in item[1]),
+            item[0],
+        ),
     )
     for (kind, name), units in ordered:
         breached = sorted({b.limit for u in units for b in u.breaches})
@@ -173,12 +178,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                 kind,
                 name,
                 str(len(units)),
-                f"{statistics.median(u.queries for u in units):g}",
-                str(max(u.queries for u in units)),
-                f"{max(u.db_duration_ms for u in units):.1f}",
+                f"{statistics.median(u.figures.queries for u in units):g}",
+                str(max(u.figures.queries for u in units)),
+                f"{max(u.figures.db_duration_ms for u in units):.1f}",
                 f"{max(u.figures.rss_delta_bytes for u in units) / 2**20:+.1f}",
-                str(max(u.external_calls for u in units)),
-                f"{max(u.duration_ms for u in units):.1f}",
+                str(max(u.figures.external_calls for u in units)),
+                f"{max(u.figures.duration_ms for u in units):.1f}",
                 ", ".join(breached) or "-",
             )
         )

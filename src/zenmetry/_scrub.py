@@ -14,7 +14,7 @@ Spans without any of these pass through untouched.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Final
 
@@ -23,7 +23,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Status, StatusCode
 
 from zenmetry import _names
-from zenmetry._fingerprint import normalize_sql
+from zenmetry._shapes import normalize_sql
+from zenmetry._spans import plain_attributes
 
 _STATEMENTS: Final = (_names.DB_STATEMENT, _names.DB_QUERY_TEXT)
 _URLS: Final = ("http.url", "http.target", "url.full")
@@ -129,17 +130,6 @@ def strip_messages(stacktrace: str) -> str:
             if _QUALIFIED_NAME.fullmatch(name):
                 kept.append(name)
     return "\n".join(kept)
-
-
-def plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
-    """The span's attributes as the plain dict behind them.
-
-    ``ReadableSpan.attributes`` is a read-only proxy over the SDK's ``BoundedAttributes``,
-    whose ``get()`` raises and catches ``KeyError`` on every miss (about 1 us each); the dict
-    behind it answers in nanoseconds. Falls back to the public view if that ever changes.
-    """
-    attributes = getattr(getattr(span, "_attributes", None), "_dict", None)
-    return attributes if isinstance(attributes, dict) else dict(span.attributes or {})
 
 
 @lru_cache(maxsize=4096)

@@ -1,23 +1,24 @@
 """Units of work: the running figures of one request or task, and what they come to.
 
-A ``Unit`` is fed by the span processor as the unit's DB and external calls end; when the
-unit finishes, ``Unit.figures()`` freezes them and ``breaches()`` checks them against the
-budget that applies.
+An ``OpenUnit`` is fed by the span processor as the unit's DB and external calls end; when
+the unit finishes, ``OpenUnit.figures()`` freezes them, ``breaches()`` checks them against the
+budget that applies, and the processor hands one ``FinishedUnit`` to every consumer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from opentelemetry.trace import Span
 
+from zenmetry import _names
 from zenmetry._budgets import Budget
+from zenmetry._limits import BY_NAME
 
-MIB: Final = 1024 * 1024
 
-
-class Unit:
+class OpenUnit:
     """Running figures of one unit. Mutated only by the span processor, without locks: each
     unit is fed by the spans of its own request or task."""
 
@@ -140,19 +141,9 @@ class Figures:
 
     def actual(self, limit: str) -> int | float:
         """The figure a limit is checked against, in the limit's own unit."""
-        if limit == "queries":
-            return self.queries
-        if limit == "db_time_ms":
-            return self.db_duration_ms
-        if limit == "memory_mb":
-            return self.rss_delta_bytes / MIB
-        if limit == "duration_ms":
-            return self.duration_ms
-        if limit == "external_calls":
-            return self.external_calls
-        if limit == "repeated_queries":
-            return self.repeated_max
-        raise KeyError(limit)
+        row = BY_NAME[limit]
+        value: int | float = getattr(self, row.figure)
+        return value if row.scale == 1 else value / row.scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,3 +163,33 @@ def breaches(budget: Budget, figures: Figures) -> list[Breach]:
         if actual > value:
             found.append(Breach(limit, value, actual))
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedUnit:
+    """One finished request or task, as every consumer sees it: built once by the processor and
+    handed to the span writer, the metrics, the console line, listeners and ``zenmetry.testing``.
+    """
+
+    figures: Figures
+    point: Mapping[str, str | int]
+    """The kind's own bounded attributes of its metric points (method and status, or state)."""
+    budget: Budget
+    breaches: tuple[Breach, ...]
+    span_id: int
+    """The unit span's id (never exported from here; ``zenmetry.testing`` tells its blocks by it)."""
+
+    @property
+    def kind(self) -> str:
+        return self.figures.kind
+
+    @property
+    def name(self) -> str:
+        return self.figures.name
+
+    def title(self) -> str:
+        """``http GET orders/``, ``task shop.tasks.invoice``."""
+        if self.kind == _names.KIND_HTTP:
+            method = self.point.get(_names.HTTP_REQUEST_METHOD)
+            return f"http {method} {self.name}" if method else f"http {self.name}"
+        return f"{self.kind} {self.name}"

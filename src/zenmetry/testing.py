@@ -16,13 +16,13 @@ project's budget file; its ``zen_units`` fixture lists a test's units.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ContextDecorator
-from dataclasses import dataclass
-from typing import Any, Unpack
+from typing import Any
 
 import wrapt
 from opentelemetry import context as otel_context
@@ -31,13 +31,13 @@ from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from zenmetry import _config, _names
-from zenmetry._budgets import Budget, Limits, LimitsKwargs, parse_limits
-from zenmetry._metrics import Attributes
+from zenmetry import _limits, _state
+from zenmetry._budgets import Budget
+from zenmetry._limits import Limits
 from zenmetry._processor import UnitProcessor
 from zenmetry._sampler import UnitsOnlySampler
 from zenmetry._settings import Settings
-from zenmetry._units import Breach, Figures, Statement, Unit, breaches
+from zenmetry._units import Figures, FinishedUnit, breaches
 
 __all__ = ["ZenUnit", "assert_budget", "recorded", "report", "start"]
 
@@ -45,42 +45,9 @@ MAX_STATEMENT_LINES = 40
 BLOCK = "assert_budget"
 
 
-@dataclass(frozen=True)
-class ZenUnit:
-    """One finished request or task: its figures, the budget that applied, what it exceeded."""
-
-    kind: str
-    name: str
-    figures: Figures
-    budget: Budget
-    breaches: tuple[Breach, ...]
-    point: dict[str, str | int]
-
-    @property
-    def queries(self) -> int:
-        return self.figures.queries
-
-    @property
-    def db_duration_ms(self) -> float:
-        return self.figures.db_duration_ms
-
-    @property
-    def external_calls(self) -> int:
-        return self.figures.external_calls
-
-    @property
-    def duration_ms(self) -> float:
-        return self.figures.duration_ms
-
-    @property
-    def statements(self) -> tuple[Statement, ...]:
-        return self.figures.statements or ()
-
-    def title(self) -> str:
-        if self.kind == _names.KIND_HTTP:
-            method = self.point.get(_names.HTTP_REQUEST_METHOD)
-            return f"http {method} {self.name}" if method else f"http {self.name}"
-        return f"{self.kind} {self.name}"
+ZenUnit = FinishedUnit
+"""One finished request or task: ``figures`` (``figures.queries``, ``figures.statements``, ...),
+``point``, the ``budget`` that applied and the ``breaches`` of it, ``kind`` and ``name``."""
 
 
 class _Recorder:
@@ -94,16 +61,17 @@ class _Recorder:
         # assert_budget blocks open: unit span id -> the block's own figures, once finished
         self.blocks: dict[int, list[Figures]] = {}
 
-    def listen(self, unit: Unit, figures: Figures, point: Attributes, budget: Budget, found: list[Breach]) -> None:
+    def listen(self, unit: FinishedUnit) -> None:
         own = self.blocks.get(unit.span_id)
         if own is not None:
-            own.append(figures)  # a block is judged by its own limits, not the budget file
+            own.append(unit.figures)  # a block is judged by its own limits, not the budget file
             return
-        record = ZenUnit(unit.kind, figures.name, figures, budget, tuple(found), dict(point))
         for collector in list(self.collectors):
-            collector.append(record)
+            collector.append(unit)
 
 
+# This module's own state, and deliberately so: one in-memory instrumentation per process,
+# shared by every test that uses this module, the plugin and the fixtures.
 _recorder = _Recorder()
 
 
@@ -112,11 +80,11 @@ def start(settings: Settings | None = None) -> UnitProcessor:
     with _recorder.lock:
         processor = _recorder.processor
         if processor is None:
-            processor = _config.processor()
+            processor = _state.processor()
             if processor is None:
                 processor = _instrument(settings or Settings())
             else:
-                processor._keep_statements = True  # noqa: SLF001 - a process zenmetry already configured
+                processor.keep_statements()  # a process zenmetry already configured
             processor.listeners.append(_recorder.listen)
             _recorder.processor = processor
         if settings is not None:
@@ -156,8 +124,8 @@ def _instrument(settings: Settings) -> UnitProcessor:
     processor = UnitProcessor(settings, meter_provider, keep_statements=True, record_metrics=False)
     tracer_provider.add_span_processor(processor)
     trace.set_tracer_provider(tracer_provider)
-    _config.state.processor = processor
-    _config.state.settings = settings
+    _state.state.processor = processor
+    _state.state.settings = settings
     _recorder.tracer_provider = tracer_provider
     distro = ZenmetryDistro()
 
@@ -201,10 +169,10 @@ class assert_budget(ContextDecorator):
     decorated test fails at collection.
     """
 
-    def __init__(self, **limits: Unpack[LimitsKwargs]) -> None:
+    def __init__(self, **limits: float) -> None:
         caller = inspect.stack()[1]
         self._where = f"{caller.filename}:{caller.lineno}"
-        given = parse_limits(limits, f"assert_budget at {self._where}")
+        given = _limits.parse(limits, f"assert_budget at {self._where}")
         self._budget = Budget(BLOCK, given.over(Limits(repeated_queries=0)))
         self._state = threading.local()
 
@@ -238,12 +206,13 @@ class assert_budget(ContextDecorator):
             block = _recorder.blocks.pop(span.get_span_context().span_id)
         if exc[0] is not None:
             return  # the block's own error comes first
-        checked: list[tuple[str, str, Figures, dict[str, str | int]]] = [(BLOCK, name, f, {}) for f in block]
-        checked += [(u.kind, u.name, u.figures, u.point) for u in collector]
+        # The block itself reads as "assert_budget block at FILE:LINE" in the report.
+        checked = [FinishedUnit(dataclasses.replace(f, kind=BLOCK), {}, self._budget, (), 0) for f in block]
+        checked += collector
         failed = [
-            ZenUnit(kind, unit_name, figures, self._budget, tuple(found), point)
-            for kind, unit_name, figures, point in checked
-            if (found := breaches(self._budget, figures))
+            dataclasses.replace(unit, budget=self._budget, breaches=tuple(found))
+            for unit in checked
+            if (found := breaches(self._budget, unit.figures))
         ]
         if failed:
             raise AssertionError(report(failed))
@@ -255,7 +224,10 @@ def report(units: Sequence[ZenUnit]) -> str:
     lines = [f"zenmetry: {len(units)} unit{'s' if len(units) != 1 else ''} over budget"]
     for unit in units:
         lines.append(f"{unit.title()}  (budget: {unit.budget.source})")
-        lines.extend(f"  {_number(b.limit, b.actual)} > {_number(b.limit, b.value)}  {b.limit}" for b in unit.breaches)
+        lines.extend(
+            f"  {_limits.formatted(b.limit, b.actual)} > {_limits.formatted(b.limit, b.value)}  {b.limit}"
+            for b in unit.breaches
+        )
         if {b.limit for b in unit.breaches} & {"queries", "db_time_ms", "repeated_queries"}:
             lines.extend(_statements(unit))
     return "\n".join(lines)
@@ -263,7 +235,7 @@ def report(units: Sequence[ZenUnit]) -> str:
 
 def _statements(unit: ZenUnit) -> list[str]:
     shapes: dict[tuple[str, str], list[float]] = {}
-    for statement in unit.statements:
+    for statement in unit.figures.statements or ():
         shapes.setdefault((statement.system, statement.text), []).append(statement.duration_ms)
     if not shapes:
         return []
@@ -277,9 +249,3 @@ def _statements(unit: ZenUnit) -> list[str]:
             f"    {len(durations):>4}x {sum(durations):>8.1f} ms  {system:<10} {text or '(no statement)'}{mark}"
         )
     return lines
-
-
-def _number(limit: str, value: int | float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.1f} {'MiB' if limit == 'memory_mb' else 'ms'}"

@@ -1,5 +1,5 @@
-"""The external-call guard: outgoing HTTP calls made without a timeout are reported, and given
-``ZENMETRY_HTTP_TIMEOUT`` when it is set.
+"""HTTP clients (requests, urllib3, httpx, urllib): outgoing calls made without a timeout are
+reported, and given ``ZENMETRY_HTTP_TIMEOUT`` when it is set.
 
 Each library is checked where its own effective timeout is known, inside the call's span:
 
@@ -18,14 +18,27 @@ changed.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Final
 
 import wrapt
 from opentelemetry import trace
 
-from zenmetry import _config, _guard
+from zenmetry import _guard, _state
+from zenmetry.integrations import Integration
 
-_installed: set[str] = set()
+
+class HttpIntegration(Integration):
+    """One for the four libraries; ``library`` is the one every HTTP instrumentation can use."""
+
+    library = "urllib.request"
+
+    def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
+        # Before the instrumentation: for httpx both wrap one method, and the timeout check
+        # must run inside the call's span.
+        install(entry_point)
+
+
+INTEGRATION: Final = HttpIntegration()
 
 
 def install(library: str) -> None:
@@ -35,15 +48,13 @@ def install(library: str) -> None:
     httpx, where both wrap the same method, zenmetry's check runs inside the call's span.
     """
     target = "urllib3" if library == "requests" else library
-    if target in _installed or target not in _WRAPPERS:
-        return
-    _installed.add(target)
-    _WRAPPERS[target]()
+    if target in _WRAPPERS and _state.once(f"http timeouts of {target}"):
+        _WRAPPERS[target]()
 
 
 def _report(method: str, address: str | None) -> float | None:
     """Count a call without a timeout; return the timeout to give it, if any."""
-    processor = _config.processor()
+    processor = _state.processor()
     if processor is None:
         return None
     processor.note_no_timeout(trace.get_current_span(), method, address or "")

@@ -1,4 +1,5 @@
-"""Statement shapes: SQL and MongoDB commands with every literal removed.
+"""Statement shapes: SQL statements with every literal removed (MongoDB commands are shaped
+by ``integrations.pymongo``, from the command document the driver sends).
 
 A shape is ``(key, text)``: statements with the same key ran "the same statement" for
 repetition counting; ``text`` is what events show. Neither ever holds a literal, a
@@ -14,9 +15,8 @@ is small; the cache is bounded for code that inlines literals.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, Final
+from typing import Final
 
 import pglast.parser
 
@@ -50,8 +50,6 @@ _BACKSLASH_SYSTEMS = frozenset({"mysql", "mariadb"})
 # "(?, ?, ?)" and "(?), (?)" repeat one shape: collapse them so that IN-lists and multi-row
 # VALUES of any length share a key.
 _LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)(?:\s*,\s*\(\s*\?(?:\s*,\s*\?)*\s*\))*")
-_MAX_ITEMS = 20
-"""A list of documents (``$or``, a pipeline) shows at most its first 20 shapes."""
 _PG_PLACEHOLDER = re.compile(r"%\(\w+\)s|%s")
 
 
@@ -102,48 +100,3 @@ def sql_shape(statement: str, system: str) -> tuple[str, str]:
 
 NO_SHAPE: Final[tuple[str, str]] = ("", "")
 """The shape of a call that repeats by design and must not count as a repeated statement."""
-
-_CURSOR_COMMANDS: Final = frozenset({"getMore", "killCursors"})
-
-
-def mongo_shape(command: Mapping[str, Any]) -> tuple[str, str]:
-    """The shape of one MongoDB command as seen by the driver's command listener.
-
-    The command name and collection are kept, and the *keys* of the filter (``filter``,
-    ``q``, pipeline stages, ``query``), with every value replaced by ``?``; documents being
-    written are left out entirely. A cursor's ``getMore`` and ``killCursors`` have no shape
-    (``NO_SHAPE``): reading a large result in batches is not an N+1.
-
-    >>> mongo_shape({"find": "products", "filter": {"sku": "A1", "price": {"$gt": 3}}})[1]
-    'products.find {"sku": ?, "price": {"$gt": ?}}'
-    """
-    items = iter(command.items())
-    name, collection = next(items, ("", ""))
-    if name in _CURSOR_COMMANDS:
-        return NO_SHAPE  # the next batch of a query already counted: one query, many round trips
-    parts = [f"{collection}.{name}" if isinstance(collection, str) else str(name)]
-    if name == "aggregate":
-        parts.append(_value_shape(command.get("pipeline", [])))
-    elif name in ("update", "delete"):
-        statements = command.get("updates" if name == "update" else "deletes") or [{}]
-        first = statements[0] if isinstance(statements, list) else {}
-        parts.append(_value_shape(first.get("q", {}) if isinstance(first, Mapping) else {}))
-    else:
-        for field in ("filter", "query"):
-            if field in command:
-                parts.append(_value_shape(command[field]))
-                break
-    text = " ".join(parts)[:MAX_TEXT]
-    return text, text
-
-
-def _value_shape(value: Any) -> str:
-    if isinstance(value, Mapping):
-        inner = ", ".join(f'"{key}": {_value_shape(item)}' for key, item in value.items())
-        return "{" + inner + "}"
-    if isinstance(value, (list, tuple)):
-        # A list of documents keeps its first document's shape; a list of values is one "?".
-        if value and isinstance(value[0], Mapping):
-            return "[" + ", ".join(_value_shape(item) for item in value[:_MAX_ITEMS]) + "]"
-        return "[?]"
-    return "?"

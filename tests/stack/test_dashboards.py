@@ -29,9 +29,9 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import BIN, ROOT, TESTS, Server, free_port, project_env, start_server
-from mongo import mongo_server
-from stack import (
+from support.mongo import mongo_server
+from support.processes import BIN, ROOT, TESTS, Server, free_port, project_env, start_server
+from support.stack import (
     DATASOURCES,
     INSTRUMENTS,
     POINT_ATTRIBUTES,
@@ -199,7 +199,7 @@ def _shop(folder: Path, mongo_url: str) -> Iterator[Shop]:
                 "shop.wsgi",
                 # -c: opentelemetry-instrument would take --config for its own --config_file.
                 "-c",
-                str(TESTS / "stack_gunicorn.py"),
+                str(TESTS / "support" / "stack_gunicorn.py"),
                 "--bind",
                 f"127.0.0.1:{web_port}",
                 "--workers",
@@ -633,5 +633,5 @@ class TestLinks:
 def test_fixture_paths_exist() -> None:
     """The shop and the gunicorn settings the fixture starts are where it looks for them."""
     assert (SHOP / "zenmetry.toml").is_file()
-    assert (TESTS / "stack_gunicorn.py").is_file()
+    assert (TESTS / "support" / "stack_gunicorn.py").is_file()
     assert Path(RULES).is_file()

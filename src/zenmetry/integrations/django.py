@@ -1,4 +1,5 @@
-"""Django glue: the response hook that finishes an ``http`` unit, and a safe start.
+"""Django: the response hook that finishes an ``http`` unit, a safe start, and the databases'
+timeouts checked.
 
 The hook runs inside the Django instrumentation's ``process_response``, while the request
 span is still open, so the unit's figures can still be written on it.
@@ -9,14 +10,16 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import wrapt
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from zenmetry import _config, _db_timeouts, _guard, _names
+from zenmetry import _guard, _names, _state
 from zenmetry._budgets import budget_of
+from zenmetry._findings import Finding
+from zenmetry.integrations import Integration, report
 
 logger = logging.getLogger("zenmetry")
 
@@ -26,7 +29,7 @@ _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", 
 
 def response_hook(span: Any, request: Any, response: Any) -> None:
     """``DjangoInstrumentor(response_hook=...)``: finish the request's unit."""
-    processor = _config.processor()
+    processor = _state.processor()
     if processor is None:
         return
     try:
@@ -43,6 +46,26 @@ def response_hook(span: Any, request: Any, response: Any) -> None:
         _guard.swallow("the Django response hook")
 
 
+class DjangoIntegration(Integration):
+    library = "django"
+
+    def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
+        kwargs.setdefault("response_hook", response_hook)
+        _quiet_debug_quoting()
+
+    def after(self, entry_point: str) -> None:
+        from django.conf import settings
+
+        for finding in check_databases(settings.DATABASES):
+            report(finding)
+
+    def load(self, instrument: Callable[[], None]) -> None:
+        instrument_when_ready(instrument)
+
+
+INTEGRATION: Final = DjangoIntegration()
+
+
 def instrument_when_ready(instrument: Callable[[], None]) -> None:
     """Run the Django instrumentor now if Django's settings can be loaded, else at ``django.setup()``.
 
@@ -53,11 +76,9 @@ def instrument_when_ready(instrument: Callable[[], None]) -> None:
     """
     from django.conf import settings
 
-    _quiet_debug_quoting()
     module = os.environ.get(SETTINGS_VARIABLE, "").strip()
     if settings.configured or (module and _importable(module)):
         instrument()
-        _check_databases()
         return
     if module:
         logger.warning(
@@ -73,7 +94,7 @@ def instrument_when_ready(instrument: Callable[[], None]) -> None:
             SETTINGS_VARIABLE,
             SETTINGS_VARIABLE,
         )
-    pending = [instrument, _check_databases]
+    pending = [instrument]
 
     def setup_then_instrument(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         while pending:
@@ -107,15 +128,36 @@ def _unmeasured(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: A
         return wrapped(*args, **kwargs)
 
 
-def _check_databases() -> None:
-    from django.conf import settings
-
-    for finding in _db_timeouts.check_django(settings.DATABASES):
-        _db_timeouts.report(finding)
-
-
 def _importable(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def check_databases(
+    databases: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str] = os.environ
+) -> list[Finding]:
+    """Findings for Django's ``DATABASES``."""
+    found = []
+    for alias, database in databases.items():
+        engine = str(database.get("ENGINE", ""))
+        options = database.get("OPTIONS") or {}
+        missing: list[str] = []
+        if engine.endswith("postgresql") or "postgis" in engine:
+            system = "postgresql"
+            if not options.get("connect_timeout") and not environ.get("PGCONNECT_TIMEOUT"):
+                missing.append("connect timeout (OPTIONS['connect_timeout'])")
+            if "statement_timeout" not in f"{options.get('options', '')} {environ.get('PGOPTIONS', '')}":
+                missing.append("statement timeout (OPTIONS['options'] = '-c statement_timeout=5000')")
+        elif engine.endswith("mysql"):
+            system = "mysql"
+            if not options.get("connect_timeout"):
+                missing.append("connect timeout (OPTIONS['connect_timeout'])")
+            if not options.get("read_timeout"):
+                missing.append("read timeout (OPTIONS['read_timeout'])")
+        else:
+            continue  # SQLite lives in the process; other engines are not known here
+        if missing:
+            found.append(Finding(system, f"Django database {alias!r}", tuple(missing)))
+    return found

@@ -1,41 +1,50 @@
-"""Celery glue: the ``task_postrun`` receiver that finishes a ``task`` unit, and the flush
-every pool process needs before it exits.
+"""Celery: the ``task_postrun`` receiver that finishes a ``task`` unit, and the flush every
+pool process needs before it exits.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import metrics, trace
 
-from zenmetry import _config, _guard, _names
+from zenmetry import _guard, _names, _state
 from zenmetry._budgets import budget_of
+from zenmetry.integrations import Integration
 
 FLUSH_TIMEOUT_MILLIS = 5_000
 
-_connected = False
+
+class CeleryIntegration(Integration):
+    library = "celery"
+
+    def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
+        # Connected before the instrumentation's own receivers, which end the span.
+        connect()
+
+
+INTEGRATION: Final = CeleryIntegration()
 
 
 def connect() -> None:
-    """Connect zenmetry's receivers; call before the Celery instrumentor connects its own.
+    """Connect zenmetry's receivers (once per process); call before the Celery instrumentor
+    connects its own.
 
     Receivers run in connection order, and the instrumentation's ``task_postrun`` ends the
     task span: zenmetry's must run first to write the figures on it.
     """
-    global _connected  # noqa: PLW0603 - connect once per process
-    if _connected:
+    if not _state.once("celery signals"):
         return
     from celery import signals
 
     signals.task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="zenmetry.task_postrun")
     signals.worker_process_shutdown.connect(_flush, weak=False, dispatch_uid="zenmetry.worker_process_shutdown")
-    _connected = True
 
 
 def _on_task_postrun(*, task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
-    processor = _config.processor()
+    processor = _state.processor()
     if processor is None or task is None:
         return
     try:

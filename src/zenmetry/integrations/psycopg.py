@@ -1,4 +1,4 @@
-"""psycopg 3 glue: DB spans for server-side cursors, which the instrumentation misses.
+"""psycopg 3: DB spans for server-side cursors, which the instrumentation misses.
 
 ``opentelemetry-instrumentation-psycopg`` traces cursors made by ``cursor_factory``; named
 (server-side) cursors come from ``ServerCursor``, which it never wraps. Django's
@@ -10,15 +10,28 @@ the spans look exactly like the others.
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, Final
 
 import wrapt
 from opentelemetry.instrumentation.psycopg import CursorTracer, DatabaseApiIntegration, PsycopgInstrumentor
 from opentelemetry.instrumentation.psycopg.version import __version__
 
 from zenmetry import _guard
+from zenmetry.integrations import Integration
 
+# The instrumentation's integration object for each connection, made at its first server-side
+# cursor and dropped with the connection: a cache, not state (a new one would trace the same).
 _integrations: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+class PsycopgIntegration(Integration):
+    library = "psycopg"
+
+    def after(self, entry_point: str) -> None:
+        trace_server_cursors()
+
+
+INTEGRATION: Final = PsycopgIntegration()
 
 
 def trace_server_cursors() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from conftest import Harness
+from support.harness import Harness
 
 
 @pytest.fixture

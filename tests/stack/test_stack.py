@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 
-from stack import (
+from support.stack import (
     ALERTMANAGER_CONFIG,
     COLLECTOR_CONFIG,
     COMPOSE,

@@ -14,14 +14,16 @@ from django.test import Client
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
-from conftest import Harness, free_port
-from external_server import external_server
-from otlp import Receiver
-from test_budgets import write
-from test_servers import gunicorn
+from support.budgets import write
+from support.external_server import external_server
+from support.harness import Harness
+from support.otlp import Receiver
+from support.processes import free_port, gunicorn
 from zenmetry._budgets import Budgets
-from zenmetry._db_timeouts import Finding, check_django, check_mongo_client
+from zenmetry._findings import Finding
 from zenmetry._settings import Settings
+from zenmetry.integrations.django import check_databases
+from zenmetry.integrations.pymongo import check_mongo_client
 
 LIBRARIES = ["requests", "httpx", "httpx-async", "urllib3", "urllib"]
 # What each library raises when its own read timeout expires.
@@ -179,14 +181,16 @@ class TestDatabaseTimeouts:
     def test_django_databases_without_timeouts_are_found(
         self, database: dict[str, object], missing: tuple[str, ...]
     ) -> None:
-        found = check_django({"default": database}, environ={})
+        found = check_databases({"default": database}, environ={})
         system = str(database["ENGINE"]).rsplit(".", 1)[-1]
         assert found == ([Finding(system, "Django database 'default'", missing)] if missing else [])
 
     def test_libpq_environment_variables_count(self) -> None:
         database = {"ENGINE": "django.db.backends.postgresql"}
         assert (
-            check_django({"x": database}, environ={"PGCONNECT_TIMEOUT": "5", "PGOPTIONS": "-c statement_timeout=1000"})
+            check_databases(
+                {"x": database}, environ={"PGCONNECT_TIMEOUT": "5", "PGOPTIONS": "-c statement_timeout=1000"}
+            )
             == []
         )
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zenmetry._fingerprint import MAX_TEXT, mongo_shape, normalize_sql, sql_shape
+from zenmetry._shapes import MAX_TEXT, normalize_sql, sql_shape
 
 
 class TestNormalizeSql:
@@ -140,42 +140,3 @@ class TestNoLiteralEverLeaks:
     def test_a_quoted_secret_inside_any_statement_is_removed(self, secret: str) -> None:
         statement = f"SELECT a FROM t WHERE b = {_sql_literal('zz' + secret)} OR c = 1"
         assert "zz" not in normalize_sql(statement)
-
-
-class TestMongoShape:
-    @pytest.mark.parametrize(
-        ("command", "expected"),
-        [
-            (
-                {"find": "products", "filter": {"sku": "A1", "price": {"$gt": 3}}, "limit": 1, "$db": "shop"},
-                'products.find {"sku": ?, "price": {"$gt": ?}}',
-            ),
-            (
-                {"find": "products", "filter": {"$or": [{"a": 1}, {"b": {"$in": [1, 2]}}]}},
-                'products.find {"$or": [{"a": ?}, {"b": {"$in": [?]}}]}',
-            ),
-            (
-                {
-                    "aggregate": "orders",
-                    "pipeline": [{"$match": {"x": 5}}, {"$group": {"_id": "$y", "n": {"$sum": 1}}}],
-                },
-                'orders.aggregate [{"$match": {"x": ?}}, {"$group": {"_id": ?, "n": {"$sum": ?}}}]',
-            ),
-            (
-                {"update": "orders", "updates": [{"q": {"_id": 5}, "u": {"$set": {"a": "secret"}}}]},
-                'orders.update {"_id": ?}',
-            ),
-            ({"delete": "orders", "deletes": [{"q": {"state": "old"}, "limit": 0}]}, 'orders.delete {"state": ?}'),
-            ({"insert": "orders", "documents": [{"a": "secret"}]}, "orders.insert"),
-            ({"count": "orders", "query": {"state": "new"}}, 'orders.count {"state": ?}'),
-            ({"ping": 1}, "ping"),
-            ({"getMore": 8127, "collection": "products", "batchSize": 10}, ""),
-            ({"killCursors": "products", "cursors": [8127]}, ""),
-        ],
-    )
-    def test_values_are_removed_and_keys_kept(self, command: dict[str, object], expected: str) -> None:
-        assert mongo_shape(command) == (expected, expected)
-
-    def test_twelve_lookups_with_different_values_share_one_shape(self) -> None:
-        shapes = {mongo_shape({"find": "products", "filter": {"sku": f"SKU-{i}"}, "limit": 1}) for i in range(12)}
-        assert shapes == {('products.find {"sku": ?}', 'products.find {"sku": ?}')}

@@ -3,7 +3,7 @@ name translation the collector documents.
 
 Prometheus and promtool come from Debian's ``prometheus`` package (``.ci/run`` installs it);
 amtool from ``prometheus-alertmanager``. No collector, Tempo, Grafana or Alertmanager server
-runs here: their files are checked structurally by tests/test_stack.py.
+runs here: their files are checked structurally by tests/stack/test_stack.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from conftest import ROOT, free_port
+from support.processes import ROOT, free_port
 
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -38,7 +38,7 @@ DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "zenmetry.yaml"
 DASHBOARD_PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "zenmetry.yaml"
 STACK_DOC = ROOT / "docs" / "stack.md"
-DATA = Path(__file__).parent / "data"  # reference data, see tests/data/README.md
+DATA = Path(__file__).parent.parent / "data"  # reference data, see tests/data/README.md
 MANIFEST = DATA / "otelcol-contrib-0.159.0-manifest.yaml"
 COMPOSE_SCHEMA = DATA / "compose-spec.json"
 

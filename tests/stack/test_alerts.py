@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stack import (
+from support.stack import (
     ALERTMANAGER_CONFIG,
     PROMETHEUS_CONFIG,
     ROOT,

@@ -1,15 +1,19 @@
-"""zenmetry's global state, all of it: the settings and the unit processor of this process.
+"""zenmetry's global state, all of it: this process's settings, its unit processor, and what
+was done once per process.
 
 The launcher calls the distro, then the configurator, then loads the instrumentors; the
-hooks the distro hands to instrumentors find the processor here. Nothing else in zenmetry
-is global beyond what OpenTelemetry itself imposes.
+hooks the integrations hand to instrumentors find the processor here. Nothing else in
+zenmetry is global beyond what OpenTelemetry itself imposes, except two per-process handles
+that say why where they are kept (the descriptor ``_memory`` reads the RSS from, and the
+instrumentation's integration object ``integrations.psycopg`` caches per connection), and
+``zenmetry.testing``'s recorder, the in-memory instrumentation a test suite shares.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from zenmetry import _settings
@@ -24,7 +28,10 @@ if TYPE_CHECKING:  # the processor's hooks import this module
 class _State:
     settings: Settings | None = None
     processor: UnitProcessor | None = None
-    configured_pid: int | None = None
+    patched: set[str] = field(default_factory=set)
+    """What was wrapped or connected once per process (libraries, Celery's signals)."""
+    reported: set[str] = field(default_factory=set)
+    """Connections already reported without timeouts (``integrations.report``)."""
 
 
 state = _State()
@@ -51,3 +58,11 @@ def settings(*, exit_on_error: bool) -> Settings:
 def processor() -> UnitProcessor | None:
     """The unit processor of this process, once the configurator has run."""
     return state.processor
+
+
+def once(what: str) -> bool:
+    """True the first time ``what`` is asked in this process, False after."""
+    if what in state.patched:
+        return False
+    state.patched.add(what)
+    return True

@@ -3,127 +3,18 @@ exporting OTLP/HTTP to the test receiver; eager tasks inside requests in this pr
 
 from __future__ import annotations
 
-import queue
-import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 from django.test import Client
 
-from conftest import BIN, TESTS, Harness, assert_no_internal_error, otel_env, track
-from otlp import Receiver
-
-THREE = "zentestapp.tasks.three_queries"
-FAILS = "zentestapp.tasks.fails"
-RETRIES = "zentestapp.tasks.retries"
-QUERIES = "zentestapp.tasks.queries"
-
-
-@pytest.fixture
-def task_queue() -> str:
-    return f"zentest-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def send(task_queue: str) -> Iterator[object]:
-    from zentestapp.celery_app import app
-
-    with app.connection_for_write() as connection:
-
-        def send_task(name: str, *args: object) -> None:
-            app.send_task(name, args=list(args), queue=task_queue, connection=connection)
-
-        yield send_task
-
-
-def start_worker(
-    receiver: Receiver,
-    task_queue: str,
-    *args: str,
-    launcher: bool = True,
-    app: str = "zentestapp.celery_app",
-    **env: str,
-) -> Worker:
-    command = [
-        str(BIN / "celery"),
-        "-A",
-        app,
-        "worker",
-        "--queues",
-        task_queue,
-        "--loglevel",
-        "info",
-        "--without-heartbeat",
-        "--without-gossip",
-        "--without-mingle",
-        *args,
-    ]
-    if launcher:
-        command = [str(BIN / "opentelemetry-instrument"), *command]
-    process = track(
-        subprocess.Popen(
-            command,
-            env=otel_env(receiver, **env),
-            cwd=TESTS,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    output: list[str] = []
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
-            lines.put(line)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    while True:
-        try:
-            line = lines.get(timeout=60)
-        except queue.Empty:
-            process.kill()
-            raise AssertionError("the worker did not become ready:\n" + "".join(output)) from None
-        if " ready." in line:
-            break
-    return Worker(process, output, reader)
-
-
-class Worker:
-    """A running worker; ``stop()`` ends it with a warm shutdown and returns what it printed."""
-
-    def __init__(self, process: subprocess.Popen[str], output: list[str], reader: threading.Thread) -> None:
-        self.process = process
-        self.output = output
-        self.reader = reader
-
-    def stop(self) -> str:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.reader.join(timeout=10)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-        output = "".join(self.output)
-        assert_no_internal_error(output)
-        return output
-
-
-def units_named(receiver: Receiver, name: str) -> list:
-    return [unit for unit in receiver.units() if unit.attributes["zen.unit.name"] == name]
+from support.celery_worker import FAILS, QUERIES, RETRIES, THREE, start_worker, units_named
+from support.harness import Harness
+from support.otlp import Receiver
 
 
 @pytest.mark.usefixtures("postgres_db")
@@ -267,7 +158,7 @@ class TestFlushBound:
                 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
                 from opentelemetry.sdk.trace import TracerProvider
                 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-                from zenmetry import _celery
+                from zenmetry.integrations import celery as celery_integration
 
                 tracer_provider = TracerProvider()
                 tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint="{endpoint}/v1/traces")))
@@ -277,7 +168,7 @@ class TestFlushBound:
                 metrics.get_meter("t").create_counter("c").add(1)
                 trace.get_tracer("t").start_span("s").end()
                 start = time.monotonic()
-                _celery._flush()
+                celery_integration._flush()
                 print(round(time.monotonic() - start), flush=True)
                 import os
                 os._exit(0)  # as billiard ends a pool process

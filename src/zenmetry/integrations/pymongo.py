@@ -1,0 +1,122 @@
+"""pymongo: each MongoDB command shaped from what the command listener sees, and every
+``MongoClient`` checked for timeouts as it is created.
+
+The instrumentation's ``db.statement`` holds only the command name unless statements are
+captured (and then with values); the listener's command document gives the collection,
+the command and the filter's keys, from which the shape is built without any value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import wrapt
+
+from zenmetry import _guard, _state
+from zenmetry._findings import Finding
+from zenmetry._shapes import MAX_TEXT, NO_SHAPE
+from zenmetry.integrations import Integration, report
+
+_MAX_ITEMS = 20
+"""A list of documents (``$or``, a pipeline) shows at most its first 20 shapes."""
+
+
+class PymongoIntegration(Integration):
+    library = "pymongo"
+
+    def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
+        kwargs.setdefault("request_hook", request_hook)
+        watch_clients()
+
+
+INTEGRATION: Final = PymongoIntegration()
+
+
+def request_hook(span: Any, event: Any) -> None:
+    """``PymongoInstrumentor(request_hook=...)``: note the command's shape for its unit."""
+    processor = _state.processor()
+    if processor is None:
+        return
+    try:
+        processor.note_shape(span, mongo_shape(event.command))
+    except Exception:  # noqa: BLE001
+        _guard.swallow("the pymongo request hook")
+
+
+def check_mongo_client(client: Any) -> Finding | None:
+    """The finding for one ``MongoClient``, if it lacks timeouts."""
+    given = {key.lower() for key in client.options._options}  # noqa: SLF001 - the options as passed
+    if "timeoutms" in given:
+        return None  # client-side operation timeout covers selection and sockets
+    missing = []
+    if "serverselectiontimeoutms" not in given:
+        missing.append("serverSelectionTimeoutMS (the default waits 30 s for a server)")
+    if client.options.pool_options.socket_timeout is None:
+        missing.append("socketTimeoutMS")
+    if not missing:
+        return None
+    seeds = ",".join(f"{host}:{port}" for host, port in sorted(client._topology_settings.seeds))  # noqa: SLF001
+    return Finding("mongodb", f"MongoClient({seeds})", tuple(missing))
+
+
+def watch_clients() -> None:
+    """Check every ``MongoClient`` as it is created."""
+    wrapt.wrap_function_wrapper("pymongo", "MongoClient.__init__", _client_created)
+
+
+def _client_created(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    result = wrapped(*args, **kwargs)
+    try:
+        finding = check_mongo_client(instance)
+        if finding is not None:
+            report(finding)
+    except Exception:  # noqa: BLE001
+        _guard.swallow("the MongoClient timeout check")
+    return result
+
+
+_CURSOR_COMMANDS: Final = frozenset({"getMore", "killCursors"})
+
+
+def mongo_shape(command: Mapping[str, Any]) -> tuple[str, str]:
+    """The shape of one MongoDB command as seen by the driver's command listener.
+
+    The command name and collection are kept, and the *keys* of the filter (``filter``,
+    ``q``, pipeline stages, ``query``), with every value replaced by ``?``; documents being
+    written are left out entirely. A cursor's ``getMore`` and ``killCursors`` have no shape
+    (``NO_SHAPE``): reading a large result in batches is not an N+1.
+
+    >>> mongo_shape({"find": "products", "filter": {"sku": "A1", "price": {"$gt": 3}}})[1]
+    'products.find {"sku": ?, "price": {"$gt": ?}}'
+    """
+    items = iter(command.items())
+    name, collection = next(items, ("", ""))
+    if name in _CURSOR_COMMANDS:
+        return NO_SHAPE  # the next batch of a query already counted: one query, many round trips
+    parts = [f"{collection}.{name}" if isinstance(collection, str) else str(name)]
+    if name == "aggregate":
+        parts.append(_value_shape(command.get("pipeline", [])))
+    elif name in ("update", "delete"):
+        statements = command.get("updates" if name == "update" else "deletes") or [{}]
+        first = statements[0] if isinstance(statements, list) else {}
+        parts.append(_value_shape(first.get("q", {}) if isinstance(first, Mapping) else {}))
+    else:
+        for field in ("filter", "query"):
+            if field in command:
+                parts.append(_value_shape(command[field]))
+                break
+    text = " ".join(parts)[:MAX_TEXT]
+    return text, text
+
+
+def _value_shape(value: Any) -> str:
+    if isinstance(value, Mapping):
+        inner = ", ".join(f'"{key}": {_value_shape(item)}' for key, item in value.items())
+        return "{" + inner + "}"
+    if isinstance(value, (list, tuple)):
+        # A list of documents keeps its first document's shape; a list of values is one "?".
+        if value and isinstance(value[0], Mapping):
+            return "[" + ", ".join(_value_shape(item) for item in value[:_MAX_ITEMS]) + "]"
+        return "[?]"
+    return "?"

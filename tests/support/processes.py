@@ -1,0 +1,166 @@
+"""Processes of the test project: its environment, servers started under
+``opentelemetry-instrument``, and the bookkeeping that kills whatever a failing test left running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from support.otlp import Receiver, Span
+
+TESTS = Path(__file__).parent.parent
+ROOT = TESTS.parent
+BIN = Path(sys.executable).parent
+PG_DB = f"zenmetry_test_{os.getpid()}"
+
+
+def pg_connect(dbname: str = "postgres") -> psycopg.Connection:
+    return psycopg.connect(host="127.0.0.1", user="postgres", dbname=dbname, autocommit=True)
+
+
+def project_env(**extra: str) -> dict[str, str]:
+    """The environment of a test-project process: this venv, the project on the path."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "ZENMETRY_"))}
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=str(TESTS),
+        DJANGO_SETTINGS_MODULE="zentestapp.settings",
+        ZEN_TEST_PG_DB=PG_DB,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def otel_env(receiver: Receiver, **extra: str) -> dict[str, str]:
+    """A test-project environment exporting to ``receiver`` quickly."""
+    return project_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        OTEL_SERVICE_NAME="zentest",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        OTEL_METRIC_EXPORT_INTERVAL="300",
+        OTEL_PYTHON_LOG_LEVEL="warning",
+        **extra,
+    )
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        env=env,
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+STARTED: list[subprocess.Popen[str]] = []
+"""Every process a test started; whatever a failing test left running is killed after it."""
+
+
+def track(process: subprocess.Popen[str]) -> subprocess.Popen[str]:
+    """Register a process started in its own session (``start_new_session=True``)."""
+    STARTED.append(process)
+    return process
+
+
+@dataclass
+class Server:
+    """A server process of the test project; ``stop()`` ends it gracefully so it flushes."""
+
+    process: subprocess.Popen[str]
+    url: str
+
+    def get(self, path: str, timeout: float = 30) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> str:
+        """Stop gracefully (providers flush at exit); return everything it printed, after
+        checking that zenmetry swallowed no internal error in the process."""
+        if self.process.poll() is None:
+            self.process.send_signal(how)
+        try:
+            output, _ = self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            output, _ = self.process.communicate()
+        assert_no_internal_error(output)
+        return output
+
+
+def assert_no_internal_error(output: str) -> None:
+    """What a subprocess printed holds no error zenmetry's guard swallowed."""
+    assert "zenmetry: internal error" not in output, output
+
+
+def start_server(command: list[str], env: dict[str, str], port: int) -> Server:
+    """Start ``command`` (which listens on ``port``) and wait until it accepts connections."""
+    process = track(
+        subprocess.Popen(
+            command,
+            env=env,
+            cwd=TESTS,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    )
+    server = Server(process, f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{command[0]} exited with {process.returncode}:\n{server.stop()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        raise AssertionError(f"{command} did not listen on {port}:\n{server.stop()}")
+    return server
+
+
+def gunicorn(receiver: Receiver, *args: str, app: str = "zentestapp.wsgi", **env: str) -> Server:
+    """``opentelemetry-instrument gunicorn <app>``, exporting to ``receiver``."""
+    port = free_port()
+    command = [
+        str(BIN / "opentelemetry-instrument"),
+        str(BIN / "gunicorn"),
+        app,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--graceful-timeout",
+        "10",
+        *args,
+    ]
+    return start_server(command, otel_env(receiver, **env), port)
+
+
+def path_of(span: Span) -> str:
+    return str(span.attributes.get("url.path") or span.attributes.get("http.target"))

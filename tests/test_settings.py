@@ -1,0 +1,74 @@
+"""Settings: every ``ZENMETRY_*`` variable read and validated in one place, each bad value named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from support.budgets import write
+from zenmetry._errors import ConfigError
+from zenmetry._settings import load
+
+
+class TestLoad:
+    def test_nothing_set_gives_the_defaults(self, tmp_path: Path) -> None:
+        settings = load({}, cwd=tmp_path)
+        assert (settings.console, settings.http_timeout, settings.budgets.path) == (False, None, None)
+        assert settings.budgets.lookup("http", "x").checks == (("repeated_queries", 5),)
+
+    def test_each_variable_is_read(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "[http]\nqueries = 3\n")
+        settings = load({"ZENMETRY_CONSOLE": "1", "ZENMETRY_HTTP_TIMEOUT": "2.5", "ZENMETRY_BUDGETS": str(path)})
+        assert (settings.console, settings.http_timeout, settings.budgets.lookup("http", "x").checks) == (
+            True,
+            2.5,
+            (("queries", 3), ("repeated_queries", 5)),
+        )
+
+    @pytest.mark.parametrize(
+        ("variables", "message"),
+        [
+            ({"ZENMETRY_CONSOLE": "yes"}, "ZENMETRY_CONSOLE='yes': expected 1 (print a line per unit) or 0"),
+            ({"ZENMETRY_BUDGETS": "missing.toml"}, "ZENMETRY_BUDGETS='missing.toml': no such budget file"),
+            (
+                {"ZENMETRY_HTTP_TIMEOUT": "soon"},
+                "ZENMETRY_HTTP_TIMEOUT='soon': expected a positive number of seconds, such as 5",
+            ),
+            (
+                {"ZENMETRY_HTTP_TIMEOUT": "-2"},
+                "ZENMETRY_HTTP_TIMEOUT='-2': expected a positive number of seconds, such as 5",
+            ),
+            (
+                {"ZENMETRY_HTTP_TIMEOUT": "0"},
+                "ZENMETRY_HTTP_TIMEOUT='0': expected a positive number of seconds, such as 5",
+            ),
+            (
+                {"ZENMETRY_HTTP_TIMEOUT": "nan"},
+                "ZENMETRY_HTTP_TIMEOUT='nan': expected a positive number of seconds, such as 5",
+            ),
+        ],
+    )
+    def test_a_bad_variable_is_one_problem_naming_it(
+        self, tmp_path: Path, variables: dict[str, str], message: str
+    ) -> None:
+        with pytest.raises(ConfigError) as raised:
+            load(variables, cwd=tmp_path)
+        assert raised.value.problems == [message]
+
+    def test_a_broken_budget_file_names_file_entry_and_key(self, tmp_path: Path) -> None:
+        path = write(tmp_path, '[http."orders/<int:pk>/"]\nquerys = 8\n')
+        with pytest.raises(ConfigError) as raised:
+            load({}, cwd=tmp_path)
+        assert raised.value.problems == [
+            f"budget file '{path}', entry [http.\"orders/<int:pk>/\"], key 'querys': unknown limit; allowed: "
+            "queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries"
+        ]
+
+    def test_every_problem_is_reported_at_once(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError) as raised:
+            load({"ZENMETRY_CONSOLE": "2", "ZENMETRY_HTTP_TIMEOUT": "x"}, cwd=tmp_path)
+        assert raised.value.problems == [
+            "ZENMETRY_CONSOLE='2': expected 1 (print a line per unit) or 0",
+            "ZENMETRY_HTTP_TIMEOUT='x': expected a positive number of seconds, such as 5",
+        ]
