@@ -38,6 +38,8 @@ TOUR = [
     ("/orders/3/invoice/", "five queries, each one needed", 0),
     ("/catalogue/", "SQL for categories and, with MONGO_URL set, MongoDB for products", 0),
     ("/report/", "a report kept in memory 'for later': the process grows", 0),
+    ("/report/", "the same report again: this time zenmetry traces where its memory goes", 0),
+    ("/search/", "one statement slower than half a second: its line is named", 0),
     ("/checkout/2/", "the payment provider called while the customer waits, without a timeout", 0),
     ("/checkout/3/background/", "the fixed twin: a task calls the provider, with a timeout", 1),
     ("/stats/rebuild/", "a slow task, over its duration budget", 1),
@@ -46,7 +48,7 @@ TOUR = [
 
 LINE = re.compile(
     r"zenmetry (?P<kind>http|task) (?P<head>.+?) \| queries (?P<queries>\d+)(?: \([^)]*\))? \| db (?P<db>[\d.]+) ms"
-    r" \| mem (?P<mem>[+-][\d.]+) MiB \| ext (?P<ext>\d+)[^|]* \| (?P<total>[\d.]+) ms(?: \| BREACH (?P<breach>.*))?"
+    r" \| mem (?P<mem>[+-][\d.]+) MiB[^|]* \| ext (?P<ext>\d+)[^|]* \| (?P<total>[\d.]+) ms(?: \| BREACH (?P<breach>.*))?"
 )
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -19,7 +21,7 @@ from support import harness as harness_module
 from support.harness import Harness
 from support.mongo import mongo_server
 from support.otlp import Receiver
-from support.processes import PG_DB, STARTED, manage, pg_connect, project_env
+from support.processes import BIN, PG_DB, ROOT, STARTED, manage, pg_connect, project_env
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "zentestapp.settings")
 
@@ -120,6 +122,32 @@ def send(task_queue: str) -> Iterator[object]:
             app.send_task(name, args=list(args), queue=task_queue, connection=connection)
 
         yield send_task
+
+
+@pytest.fixture
+def eager() -> Iterator[None]:
+    """Celery tasks run eagerly, in the calling process (inside the request that sends them)."""
+    from zentestapp.celery_app import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture(scope="session")
+def demo() -> str:
+    """What ``make demo`` (``examples/demo.py``) printed, run once: SQLite, a real worker on a
+    folder broker, no collector."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={"PATH": f"{BIN}:/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
 
 
 # -- the in-process harness ----------------------------------------------------------------

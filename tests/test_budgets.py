@@ -11,7 +11,8 @@ from django.test import Client
 from support.budgets import BAD_FILES, EXAMPLE, expected_problem, write
 from support.harness import Harness
 from support.otlp import Receiver
-from support.processes import gunicorn, path_of
+from support.processes import TESTS, gunicorn, path_of
+from support.source import VIEWS, site
 from zenmetry import ConfigError, budget
 from zenmetry._budgets import Budget, Budgets
 from zenmetry._limits import Limits
@@ -61,13 +62,23 @@ class TestLookup:
             "@budget", Limits(queries=5, db_time_ms=150, duration_ms=200, external_calls=0, repeated_queries=5)
         )
 
-    def test_without_a_file_only_repeated_queries_is_checked(self) -> None:
+    def test_without_a_file_only_the_defaulted_limits_are_checked(self) -> None:
         found = Budgets().lookup("http", "anything/")
-        assert (found.source, found.checks) == ("default", (("repeated_queries", 5),))
+        assert (found.source, found.checks) == ("default", (("repeated_queries", 5), ("slow_query_ms", 500.0)))
 
-    def test_repeated_queries_zero_turns_the_check_off(self, tmp_path: Path) -> None:
-        budgets = Budgets.from_file(write(tmp_path, "[task]\nrepeated_queries = 0\n"))
-        assert budgets.lookup("task", "x").checks == ()
+    @pytest.mark.parametrize(
+        ("text", "left"),
+        [
+            ("[task]\nrepeated_queries = 0\n", (("slow_query_ms", 500.0),)),
+            ("[task]\nslow_query_ms = 0\n", (("repeated_queries", 5),)),
+            ("[task]\nrepeated_queries = 0\nslow_query_ms = 0\n", ()),
+        ],
+    )
+    def test_a_defaulted_limit_at_zero_turns_its_check_off(
+        self, tmp_path: Path, text: str, left: tuple[tuple[str, float], ...]
+    ) -> None:
+        budgets = Budgets.from_file(write(tmp_path, text))
+        assert budgets.lookup("task", "x").checks == left
 
     def test_limits_are_checked_in_their_own_units(self, example: Budgets) -> None:
         """Counts stay int; milliseconds and MiB are floats, as events report them."""
@@ -77,6 +88,7 @@ class TestLookup:
             ("duration_ms", 800.0),
             ("external_calls", 0),
             ("repeated_queries", 5),
+            ("slow_query_ms", 500.0),
         )
 
 
@@ -104,7 +116,7 @@ class TestDecorator:
 
         assert raised.value.problems == [
             f"{__file__!r}, @budget on test_budgets.TestDecorator.test_an_unknown_keyword_fails_at_import_naming_the_function.<locals>.view, "
-            "key 'querys': unknown limit; allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries"
+            "key 'querys': unknown limit; allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms"
         ]
 
     def test_a_negative_limit_on_a_class_is_refused(self) -> None:
@@ -219,6 +231,7 @@ class TestBreachesOnRequests:
             "zen.statement.fingerprint": 'SELECT "zentestapp_customer"."id", "zentestapp_customer"."name" FROM "zentestapp_customer" WHERE "zentestapp_customer"."id" = ? LIMIT ?',
             "zen.count": 12,
             "db.system": "postgresql",
+            **site(VIEWS, "names = [Customer.objects.get(pk=pk).name", "n_plus_one"),
         }
         (breach,) = [dict(e.attributes) for e in unit.events if e.name == "zen.budget.breach"]
         assert breach == {"zen.limit": "repeated_queries", "zen.limit.value": 5, "zen.actual": 12, "zen.budget": "http"}
@@ -231,6 +244,7 @@ class TestBreachesOnRequests:
             "zen.statement.fingerprint": 'products.find {"sku": ?}',
             "zen.count": 12,
             "db.system": "mongodb",
+            **site(VIEWS, 'mongo().catalogue.products.find_one({"sku": f"SKU-{i}"})', "mongo_n_plus_one"),
         }
         assert unit.attributes["zen.db.mongodb.queries"] == 12
 
@@ -262,7 +276,12 @@ class TestBreachesOverOtlp:
             )
         (mongo,) = [u for u in receiver.units() if u.attributes["zen.unit.name"] == "mongo-nplusone/"]
         assert mongo.events_named("zen.db.repeated_query") == [
-            {"zen.statement.fingerprint": 'products.find {"sku": ?}', "zen.count": 12, "db.system": "mongodb"}
+            {
+                "zen.statement.fingerprint": 'products.find {"sku": ?}',
+                "zen.count": 12,
+                "db.system": "mongodb",
+                **site(VIEWS, 'find_one({"sku": f"SKU-{i}"})', "mongo_n_plus_one", cwd=TESTS),
+            }
         ]
         assert mongo.attributes["zen.budget.breached"] == ["repeated_queries"]
         receiver.wait(lambda r: r.total("zen.budget.breaches", zen__limit="queries").value == 3)

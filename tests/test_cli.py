@@ -33,13 +33,13 @@ class TestCheck:
         assert (result.returncode, result.stderr) == (0, "")
         assert result.stdout == textwrap.dedent(f"""\
             {path}: valid; effective budgets (a limit left out is not checked):
-              [http]                          queries 30, db_time_ms 150, duration_ms 800, external_calls 0, repeated_queries 5
-              [http."api/*"]                  queries 12, db_time_ms 150, duration_ms 800, external_calls 0, repeated_queries 5
-              [http."api/v1/*"]               queries 10, db_time_ms 150, duration_ms 800, external_calls 0, repeated_queries 5
-              [http."orders/<int:pk>/"]       queries 8, db_time_ms 150, duration_ms 800, external_calls 0, repeated_queries 5
-              [task]                          memory_mb 50, duration_ms 30000, repeated_queries 5
-              [task."shop.tasks.*"]           memory_mb 50, duration_ms 5000, repeated_queries 5
-              [task."shop.tasks.sync_stock"]  memory_mb 50, duration_ms 30000, external_calls 100, repeated_queries 5
+              [http]                          queries 30, db_time_ms 150, duration_ms 800, external_calls 0, repeated_queries 5, slow_query_ms 500
+              [http."api/*"]                  queries 12, db_time_ms 150, duration_ms 800, external_calls 0, repeated_queries 5, slow_query_ms 500
+              [http."api/v1/*"]               queries 10, db_time_ms 150, duration_ms 800, external_calls 0, repeated_queries 5, slow_query_ms 500
+              [http."orders/<int:pk>/"]       queries 8, db_time_ms 150, duration_ms 800, external_calls 0, repeated_queries 5, slow_query_ms 500
+              [task]                          memory_mb 50, duration_ms 30000, repeated_queries 5, slow_query_ms 500
+              [task."shop.tasks.*"]           memory_mb 50, duration_ms 5000, repeated_queries 5, slow_query_ms 500
+              [task."shop.tasks.sync_stock"]  memory_mb 50, duration_ms 30000, external_calls 100, repeated_queries 5, slow_query_ms 500
             """)
 
     @pytest.mark.parametrize(("text", "problem"), BAD_FILES)

@@ -3,6 +3,7 @@ what is written and recorded when they finish."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import Iterator
@@ -81,6 +82,15 @@ def db(tracer: trace.Tracer, statement: str = "SELECT 1", system: str = "postgre
     )
     with tracer.start_as_current_span(f"{system} call", kind=SpanKind.CLIENT, attributes=attributes):
         pass
+
+
+DB_CALL_SITE = {
+    "code.file.path": "tests/test_processor.py",
+    "code.line.number": db.__code__.co_firstlineno
+    + next(i for i, line in enumerate(inspect.getsourcelines(db)[0]) if line.lstrip().startswith("with ")),
+    "code.function.name": "db",
+}
+"""Where ``db()`` makes its calls (its ``with`` line): the call site of every DB call of these tests."""
 
 
 class TestWhatIsAUnit:
@@ -206,7 +216,12 @@ class TestFinishing:
         assert (
             repeated
             == [
-                {"zen.statement.fingerprint": "SELECT * FROM t WHERE id = ?", "zen.count": 6, "db.system": "postgresql"}
+                {
+                    "zen.statement.fingerprint": "SELECT * FROM t WHERE id = ?",
+                    "zen.count": 6,
+                    "db.system": "postgresql",
+                    **DB_CALL_SITE,
+                }
             ]
             * events
         )
@@ -232,7 +247,8 @@ class TestFinishing:
         lines = capfd.readouterr().err.splitlines()
         assert re.fullmatch(
             r"zenmetry http GET orders/<int:pk>/ 200 \| queries 8 \(mongodb 1, postgresql 7\) \| db \d+\.\d ms \| "
-            r"mem [+-]\d+\.\d MiB \| ext 0 \| \d+\.\d ms \| BREACH repeated_queries 7>5",
+            r"mem [+-]\d+\.\d MiB \| ext 0 \| \d+\.\d ms \| BREACH repeated_queries 7>5 "
+            + re.escape(f"at tests/test_processor.py:{DB_CALL_SITE['code.line.number']} db"),
             lines[0],
         ), lines[0]
         assert re.fullmatch(

@@ -45,6 +45,9 @@ def nplusone(request):
     return JsonResponse({"names": [Customer.objects.get(pk=pk).name for pk in ids]})
 """
 
+NPLUSONE_LINE = next(n for n, line in enumerate(VIEWS.lstrip().splitlines(), 1) if "objects.get(pk=pk)" in line)
+"""The line of ttp/views.py that runs the N+1 (``makepyfile`` drops the text's first newline)."""
+
 URLS = """
 from django.urls import path
 from ttp import views
@@ -154,10 +157,11 @@ class TestGlobalMode:
                 "zenmetry: 1 unit over budget",
                 "http GET nplusone/  (budget: http)",
                 "  13 > 10  queries",
-                "  12 > 5  repeated_queries",
+                f"  12 > 5  repeated_queries  at ttp/views.py:{NPLUSONE_LINE} nplusone",
                 "  statements, in order of first execution (count, total time):",
                 '       1x * ms  postgresql SELECT "ttp_customer"."id", "ttp_customer"."name" FROM "ttp_customer" ORDER BY "ttp_customer"."id" ASC',
-                '      12x * ms  postgresql SELECT "ttp_customer"."id", "ttp_customer"."name" FROM "ttp_customer" WHERE "ttp_customer"."id" = ? LIMIT ?  <- repeated',
+                '      12x * ms  postgresql SELECT "ttp_customer"."id", "ttp_customer"."name" FROM "ttp_customer" WHERE "ttp_customer"."id" = ? LIMIT ?'
+                f"  <- repeated at ttp/views.py:{NPLUSONE_LINE} nplusone",
                 "*_ test_a_task _*",
                 "zenmetry: 1 unit over budget",
                 "task ttp.tasks.three  (budget: task)",
@@ -231,6 +235,40 @@ class TestLocalAssertions:
             ]
         )
 
+    def test_slow_statements_and_memory_say_where(self, project: pytest.Pytester) -> None:
+        """assert_budget checks slow_query_ms and memory_mb; the report names the statement's line
+        and says how the memory will be explained."""
+        project.makepyfile(
+            test_where="""
+            from django.db import connection
+            from zenmetry.testing import assert_budget
+
+            kept = []
+
+            def test_slow(db):
+                with assert_budget(slow_query_ms=500):
+                    connection.cursor().execute("SELECT pg_sleep(0.6)")
+
+            def test_memory():
+                with assert_budget(memory_mb=10):
+                    kept.append(b"x" * (40 * 2**20))
+        """
+        )
+        result = project.runpytest_subprocess("test_where.py", "-p", "no:cacheprovider")
+        result.assert_outcomes(failed=2)
+        result.stdout.fnmatch_lines(
+            [
+                "E       assert_budget block at */test_where.py:7  (budget: assert_budget)",
+                "E         6* ms > 500.0 ms  slow_query_ms  at test_where.py:8 test_slow",
+                "E         statements, in order of first execution (count, total time):",
+                "E              1x    6* ms  postgresql SELECT pg_sleep(?)  <- slow (6* ms) at test_where.py:8 test_slow",
+                "E       assert_budget block at */test_where.py:11  (budget: assert_budget)",
+                "E         4*.* MiB > 10.0 MiB  memory_mb",
+                "E         allocations: not traced in this unit; the next assert_budget block at */test_where.py:11 "
+                "of this process will be (ZENMETRY_MEMORY_TRACE)",
+            ]
+        )
+
 
 class TestBadInput:
     def test_an_unknown_limit_in_assert_budget_is_a_collection_error(self, project: pytest.Pytester) -> None:
@@ -248,7 +286,7 @@ class TestBadInput:
         result.stdout.fnmatch_lines(
             [
                 "E   zenmetry._errors.ConfigError: assert_budget at */test_bad.py:3, key 'querys': unknown limit; "
-                "allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries",
+                "allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms",
             ]
         )
 
@@ -267,7 +305,7 @@ class TestBadInput:
         result.stderr.fnmatch_lines(
             [
                 "ERROR: zenmetry: @pytest.mark.zenmetry_allow('querys') on test_marker.py::test_x: unknown limit; "
-                "allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries",
+                "allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms",
             ]
         )
 

@@ -15,7 +15,7 @@ class TestLoad:
     def test_nothing_set_gives_the_defaults(self, tmp_path: Path) -> None:
         settings = load({}, cwd=tmp_path)
         assert (settings.console, settings.http_timeout, settings.budgets.path) == (False, None, None)
-        assert settings.budgets.lookup("http", "x").checks == (("repeated_queries", 5),)
+        assert settings.budgets.lookup("http", "x").checks == (("repeated_queries", 5), ("slow_query_ms", 500.0))
 
     def test_each_variable_is_read(self, tmp_path: Path) -> None:
         path = write(tmp_path, "[http]\nqueries = 3\n")
@@ -23,7 +23,7 @@ class TestLoad:
         assert (settings.console, settings.http_timeout, settings.budgets.lookup("http", "x").checks) == (
             True,
             2.5,
-            (("queries", 3), ("repeated_queries", 5)),
+            (("queries", 3), ("repeated_queries", 5), ("slow_query_ms", 500.0)),
         )
 
     @pytest.mark.parametrize(
@@ -56,13 +56,28 @@ class TestLoad:
             load(variables, cwd=tmp_path)
         assert raised.value.problems == [message]
 
+    @pytest.mark.parametrize(
+        ("value", "mode"), [("", "breach"), ("breach", "breach"), ("off", "off"), ("0.001", 0.001), ("1", 1.0)]
+    )
+    def test_memory_trace_is_breach_off_or_a_share(self, tmp_path: Path, value: str, mode: str | float) -> None:
+        assert load({"ZENMETRY_MEMORY_TRACE": value}, cwd=tmp_path).memory_trace == mode
+
+    @pytest.mark.parametrize("value", ["always", "1.5", "-0.1", "nan"])
+    def test_a_bad_memory_trace_is_one_problem_naming_it(self, tmp_path: Path, value: str) -> None:
+        with pytest.raises(ConfigError) as raised:
+            load({"ZENMETRY_MEMORY_TRACE": value}, cwd=tmp_path)
+        assert raised.value.problems == [
+            f"ZENMETRY_MEMORY_TRACE={value!r}: expected breach (the default), off, or a share of units between 0 "
+            "and 1, such as 0.001"
+        ]
+
     def test_a_broken_budget_file_names_file_entry_and_key(self, tmp_path: Path) -> None:
         path = write(tmp_path, '[http."orders/<int:pk>/"]\nquerys = 8\n')
         with pytest.raises(ConfigError) as raised:
             load({}, cwd=tmp_path)
         assert raised.value.problems == [
             f"budget file '{path}', entry [http.\"orders/<int:pk>/\"], key 'querys': unknown limit; allowed: "
-            "queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries"
+            "queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms"
         ]
 
     def test_every_problem_is_reported_at_once(self, tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ import psycopg
 import pytest
 
 from support.otlp import Receiver
-from support.processes import BIN, ROOT, Server, gunicorn, otel_env
+from support.processes import ROOT, Server, gunicorn, otel_env
+from support.source import line_of
 
 SHOP = ROOT / "examples" / "shop"
+SHOP_VIEWS = SHOP / "shop" / "views.py"
 
 # What the tour must end with: (kind, name) -> (units, queries p50, queries max, external calls, breaches)
 EXPECTED_TABLE = {
@@ -23,7 +25,8 @@ EXPECTED_TABLE = {
     ("http", "orders/<int:pk>/"): ("1", "2", "2", "0", "-"),
     ("http", "orders/<int:pk>/invoice/"): ("1", "5", "5", "0", "-"),
     ("http", "orders/fixed/"): ("1", "1", "1", "0", "-"),
-    ("http", "report/"): ("1", "0", "0", "0", "memory_mb"),
+    ("http", "report/"): ("2", "0", "0", "0", "memory_mb"),
+    ("http", "search/"): ("1", "1", "1", "0", "db_time_ms, slow_query_ms"),
     ("http", "stats/rebuild/"): ("1", "0", "0", "0", "-"),
     ("http", "stock/sync/"): ("1", "0", "0", "0", "-"),
     ("task", "shop.tasks.confirm_payment"): ("1", "2", "2", "1", "-"),
@@ -33,23 +36,34 @@ EXPECTED_TABLE = {
 
 
 class TestDemo:
-    def test_the_tour_ends_with_the_known_figures_and_only_the_intended_breaches(self) -> None:
+    def test_the_tour_ends_with_the_known_figures_and_only_the_intended_breaches(self, demo: str) -> None:
         """SQLite, a real worker on a folder broker, no collector: the README's first command."""
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "examples" / "demo.py")],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env={"PATH": f"{BIN}:/usr/bin:/bin"},
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        table = result.stdout.split("per route and task:\n")[1].splitlines()
+        table = demo.split("per route and task:\n")[1].splitlines()
         header, *rows = (re.split(r"\s{2,}", line.strip()) for line in table)
         assert header == ["kind", "name", "units", "queries p50", "max", "db ms", "mem MiB", "ext", "breaches"]
         found = {(row[0], row[1]): (row[2], row[3], row[4], row[7], row[8]) for row in rows}
         assert found == EXPECTED_TABLE
-        assert "zenmetry: internal error" not in result.stdout + result.stderr
+        assert "zenmetry: internal error" not in demo
+
+    def test_the_tour_says_where_each_problem_is(self, demo: str) -> None:
+        """The N+1's line, the slow statement's, the call without a timeout's, and where the
+        traced report's memory went."""
+        lines = {line.split(" | ")[0].strip(): line for line in demo.splitlines() if "zenmetry http" in line}
+        n_plus_one = line_of(SHOP_VIEWS, "return JsonResponse", after="def order_list(request")
+        assert lines["zenmetry http GET orders/ 200"].endswith(
+            f"BREACH repeated_queries 12>5 at shop/views.py:{n_plus_one} order_list"
+        )
+        slow = line_of(SHOP_VIEWS, "cursor.execute(_SLOW_SQLITE, [2_000_000])")
+        assert lines["zenmetry http GET search/ 200"].endswith(f" at shop/views.py:{slow} search")
+        checkout = line_of(SHOP_VIEWS, 'response = requests.post(f"{payments.url()}/charge"')
+        assert (
+            f"ext 1 (1 without timeout at shop/views.py:{checkout} checkout)"
+            in lines["zenmetry http GET checkout/<int:pk>/ 200"]
+        )
+        reports = [line for line in demo.splitlines() if "zenmetry http GET report/ 200" in line]
+        keeping = line_of(SHOP_VIEWS, '"note": "x" * 64} for i in range(5000)')
+        assert ["traced:" in line for line in reports] == [False, True]
+        assert f", most at shop/views.py:{keeping} " in reports[1]
 
 
 @pytest.fixture

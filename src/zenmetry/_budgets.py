@@ -55,8 +55,8 @@ class _Entry:
 class Budgets:
     """The budget file as parsed once at start, looked up per unit.
 
-    ``Budgets()`` is the file-less default: no limit but ``repeated_queries = 5``, and
-    ``zen.budget`` is ``"default"``.
+    ``Budgets()`` is the file-less default: no limit but the defaulted ones
+    (``repeated_queries = 5``, ``slow_query_ms = 500``), and ``zen.budget`` is ``"default"``.
     """
 
     def __init__(self, path: Path | None = None, tables: Mapping[str, Any] | None = None) -> None:

@@ -7,29 +7,48 @@ from collections.abc import Mapping
 
 from zenmetry import _names
 from zenmetry._limits import MIB
-from zenmetry._units import Figures, FinishedUnit
+from zenmetry._units import Breach, Figures, FinishedUnit
 
 
 def line(unit: FinishedUnit) -> str:
     """Format one unit, e.g. (one line)::
 
     zenmetry http GET orders/<int:pk>/ 200 | queries 10 (mongodb 3, postgresql 7) | db 12.3 ms
-    | mem +1.2 MiB | ext 0 | 92.1 ms | BREACH queries 10>8
+    | mem +1.2 MiB | ext 0 | 92.1 ms | BREACH queries 10>8, repeated_queries 9>5 at shop/views.py:41 orders
+
+    A breach that a call explains names its call site; a call without a timeout names its own;
+    a traced unit (``ZENMETRY_MEMORY_TRACE``) says what it still held and where most of it is.
     """
     figures, found = unit.figures, unit.breaches
     head = " ".join(str(part) for part in (figures.kind, *_point_head(figures, unit.point)))
     systems = ", ".join(f"{system} {count}" for system, (count, _) in sorted(figures.systems.items()))
+    external = f"ext {figures.external_calls}"
+    if figures.no_timeout:
+        where = f" at {figures.no_timeout_sites[0]}" if figures.no_timeout_sites else ""
+        external += f" ({figures.no_timeout} without timeout{where})"
+    memory = f"mem {_signed_mib(figures.rss_delta_bytes)}"
+    if figures.allocations is not None:
+        memory += f" (traced: {_mib(figures.allocations.traced_bytes)} held"
+        if figures.allocations.sites:
+            site, size, _count = figures.allocations.sites[0].rsplit(" ", 2)
+            memory += f", most at {site} {_mib(int(size))}"
+        memory += ")"
     parts = [
         f"zenmetry {head}",
         f"queries {figures.queries}" + (f" ({systems})" if systems else ""),
         f"db {figures.db_duration_ms:.1f} ms",
-        f"mem {_signed_mib(figures.rss_delta_bytes)}",
-        f"ext {figures.external_calls}" + (f" ({figures.no_timeout} without timeout)" if figures.no_timeout else ""),
+        memory,
+        external,
         f"{figures.duration_ms:.1f} ms",
     ]
     if found:
-        parts.append("BREACH " + ", ".join(f"{b.limit} {_number(b.actual)}>{_number(b.value)}" for b in found))
+        parts.append("BREACH " + ", ".join(_breach(unit, breach) for breach in found))
     return " | ".join(parts)
+
+
+def _breach(unit: FinishedUnit, breach: Breach) -> str:
+    site = unit.site_of(breach.limit)
+    return f"{breach.limit} {_number(breach.actual)}>{_number(breach.value)}" + (f" at {site}" if site else "")
 
 
 def _point_head(figures: Figures, point: Mapping[str, str | int]) -> list[object]:
@@ -37,6 +56,10 @@ def _point_head(figures: Figures, point: Mapping[str, str | int]) -> list[object
         method = point.get(_names.HTTP_REQUEST_METHOD, "?")
         return [method, figures.name, point.get(_names.HTTP_RESPONSE_STATUS_CODE, "?")]
     return [figures.name, point.get(_names.CELERY_STATE, "?")]
+
+
+def _mib(size: int) -> str:
+    return f"{size / MIB:.1f} MiB"
 
 
 def _signed_mib(delta: int) -> str:

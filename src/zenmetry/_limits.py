@@ -49,6 +49,7 @@ LIMITS: Final = (
     Limit("duration_ms", MS, "duration_ms"),
     Limit("external_calls", COUNT, "external_calls"),
     Limit("repeated_queries", COUNT, "repeated_max", default=5),
+    Limit("slow_query_ms", MS, "slowest_ms", default=500),
 )
 BY_NAME: Final = {limit.name: limit for limit in LIMITS}
 ALLOWED: Final = ", ".join(BY_NAME)

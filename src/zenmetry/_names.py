@@ -10,6 +10,7 @@ from typing import Final
 ENV_BUDGETS: Final = "ZENMETRY_BUDGETS"
 ENV_CONSOLE: Final = "ZENMETRY_CONSOLE"
 ENV_HTTP_TIMEOUT: Final = "ZENMETRY_HTTP_TIMEOUT"
+ENV_MEMORY_TRACE: Final = "ZENMETRY_MEMORY_TRACE"
 
 DEFAULT_BUDGET_FILE: Final = "zenmetry.toml"
 
@@ -24,6 +25,7 @@ UNIT_NAME: Final = "zen.unit.name"
 DB_QUERIES: Final = "zen.db.queries"
 DB_DURATION_MS: Final = "zen.db.duration_ms"
 DB_REPEATED_MAX: Final = "zen.db.repeated_max"
+DB_SLOWEST_MS: Final = "zen.db.slowest_ms"
 EXTERNAL_CALLS: Final = "zen.external.calls"
 EXTERNAL_DURATION_MS: Final = "zen.external.duration_ms"
 EXTERNAL_NO_TIMEOUT: Final = "zen.external.no_timeout"
@@ -47,6 +49,10 @@ def db_system_duration_ms(system: str) -> str:
 EVENT_BREACH: Final = "zen.budget.breach"
 EVENT_REPEATED_QUERY: Final = "zen.db.repeated_query"
 EVENT_NO_TIMEOUT: Final = "zen.external.no_timeout"
+EVENT_SLOW_QUERY: Final = "zen.db.slow_query"
+EVENT_ALLOCATIONS: Final = "zen.memory.allocations"
+MEMORY_SITES: Final = "zen.memory.sites"
+MEMORY_TRACED_BYTES: Final = "zen.memory.traced_bytes"
 # zenmetry's own addition (not in CONTRACT.md): a database connection configured without timeouts.
 EVENT_CONFIG_NO_TIMEOUT: Final = "zen.config.no_timeout"
 CONFIG_SOURCE: Final = "zen.config.source"
@@ -56,6 +62,13 @@ LIMIT_VALUE: Final = "zen.limit.value"
 ACTUAL: Final = "zen.actual"
 STATEMENT_FINGERPRINT: Final = "zen.statement.fingerprint"
 COUNT: Final = "zen.count"
+
+# Call sites: OpenTelemetry's code attributes, and the Django template that ran the call.
+CODE_FILE_PATH: Final = "code.file.path"
+CODE_LINE_NUMBER: Final = "code.line.number"
+CODE_FUNCTION_NAME: Final = "code.function.name"
+TEMPLATE_NAME: Final = "zen.template.name"
+TEMPLATE_LINE: Final = "zen.template.line"
 
 # Budget sources other than an entry's own key.
 BUDGET_DECORATOR: Final = "@budget"

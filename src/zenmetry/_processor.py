@@ -21,14 +21,15 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Span as ApiSpan
 from opentelemetry.trace import SpanKind
 
-from zenmetry import _console, _guard, _memory, _names
+from zenmetry import _callsite, _console, _guard, _memory, _names
 from zenmetry._findings import Finding
 from zenmetry._limits import Limits
+from zenmetry._memtrace import MemoryTracer
 from zenmetry._metrics import Attributes, Instruments
 from zenmetry._settings import Settings
 from zenmetry._shapes import NO_SHAPE, sql_shape
 from zenmetry._spans import plain_attributes
-from zenmetry._units import FinishedUnit, OpenUnit, breaches
+from zenmetry._units import NEVER, FinishedUnit, OpenUnit, breaches
 
 CELERY_SCOPE: Final = "opentelemetry.instrumentation.celery"
 _TASK_PREFIX: Final = "run/"
@@ -43,6 +44,7 @@ _DB_STATEMENT: Final = _names.DB_STATEMENT
 _DB_QUERY_TEXT: Final = _names.DB_QUERY_TEXT
 _HTTP_REQUEST_METHOD: Final = _names.HTTP_REQUEST_METHOD
 _HTTP_METHOD_OLD: Final = _names.HTTP_METHOD_OLD
+_MAX_NO_TIMEOUT_SITES: Final = 10
 _SERVER: Final = SpanKind.SERVER
 _CONSUMER: Final = SpanKind.CONSUMER
 _CLIENT: Final = SpanKind.CLIENT
@@ -81,6 +83,9 @@ class UnitProcessor(SpanProcessor):
         self._no_timeout: set[int] = set()
         # Connections found without timeouts, reported on the next unit this process finishes.
         self._findings: list[Finding] = []
+        # Span ids of the units open in this process (the memory tracer runs only alone).
+        self._units_open: set[int] = set()
+        self._tracer = MemoryTracer()
         self.listeners: list[Listener] = []
 
     # -- the hot path ------------------------------------------------------------------
@@ -103,6 +108,8 @@ class UnitProcessor(SpanProcessor):
             if self._keep_statements:
                 unit.statements = []
             self._open[span_id] = (*enclosing, unit) if enclosing else (unit,)
+            self._units_open.add(span_id)
+            self._tracer.another_unit_opened()
         except Exception:  # noqa: BLE001
             _guard.swallow("on_start")
 
@@ -135,11 +142,27 @@ class UnitProcessor(SpanProcessor):
                 shape = None
             for unit in units:
                 if not unit.finished:
-                    unit.add_db(system, duration, shape)
+                    count = unit.add_db(system, duration, shape)
+                    # One comparison each on the hot path; past them, a limit may be crossed.
+                    if count == unit.repeated_crossing or duration > unit.slow_ns:
+                        self._crossed(unit, count, system, duration, shape)
         elif _HTTP_REQUEST_METHOD in attributes or _HTTP_METHOD_OLD in attributes:
             for unit in units:
                 if not unit.finished:
                     unit.add_external(duration)
+
+    def _crossed(self, unit: OpenUnit, count: int, system: str, duration: int, shape: tuple[str, str] | None) -> None:
+        """A DB call that may cross a limit: the offending call is still on the stack, walk it now.
+        A unit's first DB call comes here once, to resolve its limits (``OpenUnit`` starts so)."""
+        if not unit.limits_resolved:
+            self._resolve_limits(unit)
+        repeated, slow = count == unit.repeated_crossing, duration > unit.slow_ns
+        if repeated or slow:
+            site = _callsite.take()
+            if repeated and shape is not None:
+                unit.sites[(system, shape[0])] = site
+            if slow:
+                unit.add_slow(system, shape, duration, site)
 
     # -- called by the hooks, once per unit ----------------------------------------------
 
@@ -150,6 +173,36 @@ class UnitProcessor(SpanProcessor):
         if units is None or units[-1].span_id != span_id or units[-1].finished:
             return None
         return units[-1]
+
+    def note_unit(self, span: ApiSpan, name: str, override: Limits | None) -> None:
+        """The integrations name a unit as soon as they know it (Django once the view is
+        resolved, Celery before the task runs): the limits checked while its calls end are then
+        its own, and this is when its allocations may start being traced."""
+        try:
+            unit = self.unit(span)
+            if unit is None:
+                return
+            unit.name, unit.override = name, override
+            self._resolve_limits(unit)
+            mode = self.settings.memory_trace
+            if (
+                mode != "off"
+                and len(self._units_open) == 1
+                and self._tracer.wanted(mode, unit.kind, name, span.get_span_context().trace_id)
+            ):
+                unit.traced = self._tracer.start(unit.span_id)
+        except Exception:  # noqa: BLE001
+            _guard.swallow("note_unit")
+
+    def _resolve_limits(self, unit: OpenUnit) -> None:
+        """The repetition and slow-call limits of ``unit``, from the budget its name has so far."""
+        name = unit.name or _name_so_far(unit)
+        budget = self.settings.budgets.resolve(unit.kind, name, unit.override)
+        repeated = int(budget.limit("repeated_queries"))
+        unit.repeated_crossing = repeated + 1 if repeated else -1
+        slow_ms = budget.limit("slow_query_ms")
+        unit.slow_ns = int(slow_ms * 1e6) if slow_ms else NEVER
+        unit.limits_resolved = True
 
     def note_shape(self, span: ApiSpan, shape: tuple[str, str]) -> None:
         """Give a DB call's shape when its statement attribute cannot be trusted (MongoDB)."""
@@ -171,13 +224,15 @@ class UnitProcessor(SpanProcessor):
                     return
                 self._no_timeout.add(span_id)
             target = span if is_call and span.is_recording() else (units[-1].span if units else None)
+            site = _callsite.take()
             if target is not None and target.is_recording():
-                target.add_event(
-                    _names.EVENT_NO_TIMEOUT, {_names.HTTP_REQUEST_METHOD: method, _names.SERVER_ADDRESS: address}
-                )
+                event: dict[str, str | int] = {_names.HTTP_REQUEST_METHOD: method, _names.SERVER_ADDRESS: address}
+                target.add_event(_names.EVENT_NO_TIMEOUT, {**event, **(site.attributes() if site else {})})
             for unit in units:
                 if not unit.finished:
                     unit.no_timeout += 1
+                    if site is not None and len(unit.no_timeout_sites) < _MAX_NO_TIMEOUT_SITES:
+                        unit.no_timeout_sites.append(site)
         except Exception:  # noqa: BLE001
             _guard.swallow("note_no_timeout")
 
@@ -198,9 +253,19 @@ class UnitProcessor(SpanProcessor):
         self, unit: OpenUnit, span: ApiSpan | None, name: str, point: Attributes, override: Limits | None
     ) -> None:
         unit.finished = True
-        figures = unit.figures(name, time.time_ns(), _memory.rss())
+        self._units_open.discard(unit.span_id)
+        end_ns, rss_end = time.time_ns(), _memory.rss()
+        allocations = None
+        if unit.traced:
+            # Tracing stops here whatever happened in the unit; its own memory is not the unit's.
+            rss_end -= self._tracer.own_memory()
+            allocations = self._tracer.stop(unit.span_id, unit.kind, name)
         budget = self.settings.budgets.resolve(unit.kind, name, override)
-        finished = FinishedUnit(figures, point, budget, tuple(breaches(budget, figures)), unit.span_id)
+        figures = unit.figures(name, end_ns, rss_end, budget.limit("slow_query_ms"), allocations)
+        found = tuple(breaches(budget, figures))
+        finished = FinishedUnit(figures, point, budget, found, unit.span_id)
+        if any(breach.limit == "memory_mb" for breach in found):
+            self._tracer.arm(self.settings.memory_trace, unit.kind, name)
         if span is not None and span.is_recording():
             _write(span, finished)
             if self._findings:
@@ -238,11 +303,16 @@ class UnitProcessor(SpanProcessor):
         """Drop the connection findings not yet reported on a unit."""
         self._findings.clear()
 
+    def forget_memory_traces(self) -> None:
+        """Forget which names are armed for a memory trace and when each was last traced."""
+        self._tracer = MemoryTracer()
+
     def tracked_spans(self) -> int:
         """Spans of open units the processor still tracks (0 once every span has ended)."""
         return len(self._open)
 
     def shutdown(self) -> None:
+        self._units_open.clear()
         self._open.clear()
         self._shapes.clear()
         self._no_timeout.clear()
@@ -262,6 +332,7 @@ def _write(span: ApiSpan, unit: FinishedUnit) -> None:
         _names.EXTERNAL_CALLS: figures.external_calls,
         _names.EXTERNAL_DURATION_MS: figures.external_duration_ms,
         _names.EXTERNAL_NO_TIMEOUT: figures.no_timeout,
+        _names.DB_SLOWEST_MS: figures.slowest_ms,
         _names.MEMORY_RSS_DELTA: figures.rss_delta_bytes,
         _names.DURATION_MS: figures.duration_ms,
         _names.BUDGET: source,
@@ -293,8 +364,36 @@ def _write(span: ApiSpan, unit: FinishedUnit) -> None:
                     _names.STATEMENT_FINGERPRINT: repetition.text,
                     _names.COUNT: repetition.count,
                     _names.DB_SYSTEM: repetition.system,
+                    **(repetition.site.attributes() if repetition.site else {}),
                 },
             )
+    for slow in figures.slow_queries:
+        span.add_event(
+            _names.EVENT_SLOW_QUERY,
+            {
+                _names.STATEMENT_FINGERPRINT: slow.text,
+                _names.DURATION_MS: slow.duration_ms,
+                _names.DB_SYSTEM: slow.system,
+                **(slow.site.attributes() if slow.site else {}),
+            },
+        )
+    if figures.allocations is not None:
+        span.add_event(
+            _names.EVENT_ALLOCATIONS,
+            {
+                _names.MEMORY_SITES: list(figures.allocations.sites),
+                _names.MEMORY_TRACED_BYTES: figures.allocations.traced_bytes,
+            },
+        )
+
+
+def _name_so_far(unit: OpenUnit) -> str:
+    """A unit's name before the integrations said it: the route the Django instrumentation has
+    put on the span so far, or the task name in the span's."""
+    if unit.kind == _names.KIND_HTTP:
+        return str(plain_attributes(unit.span).get(_names.HTTP_ROUTE) or _names.UNMATCHED)  # type: ignore[arg-type]
+    name = unit.span.name if isinstance(unit.span, ReadableSpan) else ""
+    return name[len(_TASK_PREFIX) :] if name.startswith(_TASK_PREFIX) else name
 
 
 def _from_ended(span: ReadableSpan) -> tuple[str, dict[str, str | int]]:

@@ -24,6 +24,9 @@ class Settings:
     budgets: Budgets = field(default_factory=Budgets)
     console: bool = False
     http_timeout: float | None = None
+    memory_trace: str | float = "breach"
+    """``breach``: trace the next unit of a name after it breached ``memory_mb``; ``off``; or the
+    share (0 to 1) of all units to trace."""
 
 
 def load(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Settings:
@@ -33,6 +36,7 @@ def load(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Se
     if console not in ("", "0", "1"):
         problems.append(f"{_names.ENV_CONSOLE}={console!r}: expected 1 (print a line per unit) or 0")
     http_timeout = _http_timeout(environ.get(_names.ENV_HTTP_TIMEOUT, "").strip(), problems)
+    memory_trace = _memory_trace(environ.get(_names.ENV_MEMORY_TRACE, "").strip(), problems)
     budgets = Budgets()
     try:
         path = budget_path(environ, cwd)
@@ -42,7 +46,7 @@ def load(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Se
         problems.extend(error.problems)
     if problems:
         raise ConfigError(problems)
-    return Settings(budgets=budgets, console=console == "1", http_timeout=http_timeout)
+    return Settings(budgets=budgets, console=console == "1", http_timeout=http_timeout, memory_trace=memory_trace)
 
 
 def budget_path(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Path | None:
@@ -68,3 +72,21 @@ def _http_timeout(value: str, problems: list[str]) -> float | None:
         problems.append(f"{_names.ENV_HTTP_TIMEOUT}={value!r}: expected a positive number of seconds, such as 5")
         return None
     return seconds
+
+
+def _memory_trace(value: str, problems: list[str]) -> str | float:
+    if value in ("", "breach"):
+        return "breach"
+    if value == "off":
+        return "off"
+    try:
+        share = float(value)
+    except ValueError:
+        share = math.nan
+    if not 0 <= share <= 1:  # also refuses nan
+        problems.append(
+            f"{_names.ENV_MEMORY_TRACE}={value!r}: expected breach (the default), off, or a share of units "
+            "between 0 and 1, such as 0.001"
+        )
+        return "off"
+    return share

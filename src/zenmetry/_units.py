@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.trace import Span
 
 from zenmetry import _names
 from zenmetry._budgets import Budget
-from zenmetry._limits import BY_NAME
+from zenmetry._callsite import CallSite
+from zenmetry._limits import BY_NAME, Limits
+from zenmetry._memtrace import Allocations
+
+NEVER: Final = 2**62
+"""A duration no call reaches: the slow-call check when ``slow_query_ms`` is off."""
 
 
 class OpenUnit:
@@ -28,15 +33,25 @@ class OpenUnit:
         "external_ns",
         "finished",
         "kind",
+        "limits_resolved",
+        "name",
         "no_timeout",
+        "no_timeout_sites",
+        "override",
         "queries",
+        "repeated_crossing",
         "rss_start",
         "shapes",
+        "sites",
+        "slow",
+        "slow_ns",
+        "slowest_ns",
         "span",
         "span_id",
         "start_ns",
         "statements",
         "systems",
+        "traced",
     )
 
     def __init__(self, kind: str, span: Span, start_ns: int, rss_start: int) -> None:
@@ -47,6 +62,7 @@ class OpenUnit:
         self.rss_start = rss_start
         self.queries = 0
         self.db_ns = 0
+        self.slowest_ns = 0
         self.systems: dict[str, list[int]] = {}
         # (system, shape key) -> [count, shape text]
         self.shapes: dict[tuple[str, str], list[Any]] = {}
@@ -55,36 +71,75 @@ class OpenUnit:
         self.no_timeout = 0
         self.finished = False
         self.statements: list[Statement] | None = None
+        # What the integrations said while the unit ran (``UnitProcessor.note_unit``).
+        self.name: str | None = None
+        self.override: Limits | None = None
+        # The limits checked while calls end, resolved at the first DB call (or when the unit is
+        # named): the count at which a shape crosses repeated_queries (-1: off), and the duration
+        # over which a call is slow (NEVER: off). Until then every call is "slow", so that the
+        # first DB call resolves them.
+        self.limits_resolved = False
+        self.repeated_crossing = -1
+        self.slow_ns = 0
+        # Call sites, taken only when a limit was crossed: per shape, the call that crossed
+        # repeated_queries; per shape, its slowest call over slow_query_ms [ns, system, text, site].
+        self.sites: dict[tuple[str, str], CallSite | None] = {}
+        self.slow: dict[tuple[str, str], list[Any]] = {}
+        self.no_timeout_sites: list[CallSite] = []
+        self.traced = False
 
-    def add_db(self, system: str, duration_ns: int, shape: tuple[str, str] | None) -> None:
+    def add_db(self, system: str, duration_ns: int, shape: tuple[str, str] | None) -> int:
+        """Count one DB call; returns how many times its shape ran so far (0: no shape)."""
         self.queries += 1
         self.db_ns += duration_ns
+        self.slowest_ns = max(self.slowest_ns, duration_ns)
         per_system = self.systems.get(system)
         if per_system is None:
             self.systems[system] = [1, duration_ns]
         else:
             per_system[0] += 1
             per_system[1] += duration_ns
-        if shape is not None:
-            key = (system, shape[0])
-            seen = self.shapes.get(key)
-            if seen is None:
-                self.shapes[key] = [1, shape[1]]
-            else:
-                seen[0] += 1
         if self.statements is not None:
             self.statements.append(Statement(system, shape[1] if shape else "", duration_ns / 1e6))
+        if shape is None:
+            return 0
+        key = (system, shape[0])
+        seen = self.shapes.get(key)
+        if seen is None:
+            self.shapes[key] = [1, shape[1]]
+            return 1
+        seen[0] += 1
+        return int(seen[0])
+
+    def add_slow(self, system: str, shape: tuple[str, str] | None, duration_ns: int, site: CallSite | None) -> None:
+        """A call over ``slow_query_ms``: kept per shape, the slowest with its call site."""
+        key = (system, shape[0] if shape else "")
+        seen = self.slow.get(key)
+        if seen is None or duration_ns > seen[0]:
+            self.slow[key] = [duration_ns, system, shape[1] if shape else "", site]
 
     def add_external(self, duration_ns: int) -> None:
         self.external_calls += 1
         self.external_ns += duration_ns
 
-    def figures(self, name: str, end_ns: int, rss_end: int) -> Figures:
-        """Freeze the running figures; called once, when the unit finishes."""
+    def figures(
+        self, name: str, end_ns: int, rss_end: int, slow_ms: float = 0.0, allocations: Allocations | None = None
+    ) -> Figures:
+        """Freeze the running figures; called once, when the unit finishes. ``slow_ms`` is the
+        unit's final ``slow_query_ms`` (0: off): the slow calls over it are kept."""
         # Only shapes that ran more than once can be reported as repeated.
         repeated = sorted(
-            (Repetition(system, text, count) for (system, _), (count, text) in self.shapes.items() if count > 1),
+            (
+                Repetition(system, text, count, self.sites.get((system, key)))
+                for (system, key), (count, text) in self.shapes.items()
+                if count > 1
+            ),
             key=lambda repetition: -repetition.count,
+        )
+        slow_ns = slow_ms * 1e6 if slow_ms else NEVER
+        slow = sorted(
+            (SlowQuery(system, text, ns / 1e6, site) for ns, system, text, site in self.slow.values() if ns > slow_ns),
+            key=lambda query: -query.duration_ms,
         )
         return Figures(
             kind=self.kind,
@@ -100,6 +155,10 @@ class OpenUnit:
             rss_delta_bytes=rss_end - self.rss_start,
             duration_ms=max(end_ns - self.start_ns, 0) / 1e6,
             statements=tuple(self.statements) if self.statements is not None else None,
+            slowest_ms=self.slowest_ns / 1e6,
+            slow_queries=tuple(slow),
+            no_timeout_sites=tuple(self.no_timeout_sites),
+            allocations=allocations,
         )
 
 
@@ -114,11 +173,23 @@ class Statement:
 
 @dataclass(frozen=True, slots=True)
 class Repetition:
-    """How many times one statement shape ran in a unit."""
+    """How many times one statement shape ran in a unit, and the call that crossed
+    ``repeated_queries`` (when one did)."""
 
     system: str
     text: str
     count: int
+    site: CallSite | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SlowQuery:
+    """A statement shape with a call over ``slow_query_ms``: its slowest call and where it was made."""
+
+    system: str
+    text: str
+    duration_ms: float
+    site: CallSite | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +209,13 @@ class Figures:
     rss_delta_bytes: int
     duration_ms: float
     statements: tuple[Statement, ...] | None = None
+    slowest_ms: float = 0.0
+    slow_queries: tuple[SlowQuery, ...] = ()
+    """Shapes with a call over ``slow_query_ms``, slowest first."""
+    no_timeout_sites: tuple[CallSite, ...] = ()
+    """Where the external calls without a timeout were made (the first ten)."""
+    allocations: Allocations | None = None
+    """What a traced unit still held at its end (``ZENMETRY_MEMORY_TRACE``)."""
 
     def actual(self, limit: str) -> int | float:
         """The figure a limit is checked against, in the limit's own unit."""
@@ -186,6 +264,15 @@ class FinishedUnit:
     @property
     def name(self) -> str:
         return self.figures.name
+
+    def site_of(self, limit: str) -> CallSite | None:
+        """The call site that explains a breach of ``limit``, when there is one."""
+        if limit == "repeated_queries":
+            over = self.budget.limit(limit)
+            return next((r.site for r in self.figures.repetitions if r.count > over and r.site), None)
+        if limit == "slow_query_ms":
+            return next((q.site for q in self.figures.slow_queries if q.site), None)
+        return None
 
     def title(self) -> str:
         """``http GET orders/``, ``task shop.tasks.invoice``."""

@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind
 
 from zenmetry import _limits, _state
 from zenmetry._budgets import Budget
-from zenmetry._limits import Limits
+from zenmetry._limits import LIMITS, Limits
 from zenmetry._processor import UnitProcessor
 from zenmetry._sampler import UnitsOnlySampler
 from zenmetry._settings import Settings
@@ -173,7 +173,8 @@ class assert_budget(ContextDecorator):
         caller = inspect.stack()[1]
         self._where = f"{caller.filename}:{caller.lineno}"
         given = _limits.parse(limits, f"assert_budget at {self._where}")
-        self._budget = Budget(BLOCK, given.over(Limits(repeated_queries=0)))
+        # Only the limits given are checked: the ones a budget file checks by default are off.
+        self._budget = Budget(BLOCK, given.over(Limits(**{limit.name: 0 for limit in LIMITS if limit.default})))
         self._state = threading.local()
 
     def __enter__(self) -> assert_budget:
@@ -181,6 +182,7 @@ class assert_budget(ContextDecorator):
         tracer = (_recorder.tracer_provider or trace.get_tracer_provider()).get_tracer("zenmetry.testing")
         span = tracer.start_span(f"{BLOCK} {self._where}", kind=SpanKind.SERVER)
         _recorder.blocks[span.get_span_context().span_id] = []
+        processor.note_unit(span, f"block at {self._where}", None)
         collector: list[ZenUnit] = []
         _recorder.collectors.append(collector)
         token = otel_context.attach(trace.set_span_in_context(span))
@@ -219,17 +221,23 @@ class assert_budget(ContextDecorator):
 
 
 def report(units: Sequence[ZenUnit]) -> str:
-    """A readable account of units over their budget: each limit exceeded, and for query
-    limits the statements in execution order, the repeated ones marked."""
+    """A readable account of units over their budget: each limit exceeded with the call site
+    that explains it, for query limits the statements in execution order (repeated and slow
+    ones marked, with their call sites), and for memory what a traced unit still held."""
     lines = [f"zenmetry: {len(units)} unit{'s' if len(units) != 1 else ''} over budget"]
     for unit in units:
         lines.append(f"{unit.title()}  (budget: {unit.budget.source})")
-        lines.extend(
-            f"  {_limits.formatted(b.limit, b.actual)} > {_limits.formatted(b.limit, b.value)}  {b.limit}"
-            for b in unit.breaches
-        )
-        if {b.limit for b in unit.breaches} & {"queries", "db_time_ms", "repeated_queries"}:
+        for b in unit.breaches:
+            site = unit.site_of(b.limit)
+            where = f"  at {site}" if site else ""
+            lines.append(
+                f"  {_limits.formatted(b.limit, b.actual)} > {_limits.formatted(b.limit, b.value)}  {b.limit}{where}"
+            )
+        limits = {b.limit for b in unit.breaches}
+        if limits & {"queries", "db_time_ms", "repeated_queries", "slow_query_ms"}:
             lines.extend(_statements(unit))
+        if "memory_mb" in limits:
+            lines.extend(_allocations(unit))
     return "\n".join(lines)
 
 
@@ -239,13 +247,36 @@ def _statements(unit: ZenUnit) -> list[str]:
         shapes.setdefault((statement.system, statement.text), []).append(statement.duration_ms)
     if not shapes:
         return []
+    repeated = {(r.system, r.text): r.site for r in unit.figures.repetitions}
+    slow = {(q.system, q.text): q for q in unit.figures.slow_queries}
     lines = ["  statements, in order of first execution (count, total time):"]
     for index, ((system, text), durations) in enumerate(shapes.items()):
         if index == MAX_STATEMENT_LINES:
             lines.append(f"    ... {len(shapes) - MAX_STATEMENT_LINES} more statement shapes")
             break
-        mark = "  <- repeated" if len(durations) > 1 else ""
+        marks = []
+        if len(durations) > 1:
+            site = repeated.get((system, text))
+            marks.append("<- repeated" + (f" at {site}" if site else ""))
+        if (system, text) in slow:
+            query = slow[(system, text)]
+            marks.append(f"<- slow ({query.duration_ms:.1f} ms)" + (f" at {query.site}" if query.site else ""))
+        mark = "".join(f"  {m}" for m in marks)
         lines.append(
             f"    {len(durations):>4}x {sum(durations):>8.1f} ms  {system:<10} {text or '(no statement)'}{mark}"
         )
+    return lines
+
+
+def _allocations(unit: ZenUnit) -> list[str]:
+    traced = unit.figures.allocations
+    if traced is None:
+        return [
+            "  allocations: not traced in this unit; the next "
+            f"{unit.kind} {unit.name} of this process will be (ZENMETRY_MEMORY_TRACE)"
+        ]
+    lines = [f"  allocations still held at the end, largest first ({traced.traced_bytes / 2**20:.1f} MiB traced):"]
+    for site in traced.sites:
+        place, size, count = site.rsplit(" ", 2)
+        lines.append(f"    {int(size) / 2**20:>8.1f} MiB  {int(count):>6} blocks  {place}")
     return lines

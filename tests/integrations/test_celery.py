@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 from django.test import Client
@@ -114,15 +113,6 @@ class TestWithoutLauncher:
         receiver.wait(lambda r: len(r.units()) == 2, timeout=60)
         worker.stop()
         assert [u.attributes["zen.db.queries"] for u in receiver.units()] == [3, 3]
-
-
-@pytest.fixture
-def eager() -> Iterator[None]:
-    from zentestapp.celery_app import app
-
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
 
 
 class TestEager:

@@ -19,6 +19,7 @@ from support.external_server import external_server
 from support.harness import Harness
 from support.otlp import Receiver
 from support.processes import free_port, gunicorn
+from support.source import VIEWS, site
 from zenmetry._budgets import Budgets
 from zenmetry._findings import Finding
 from zenmetry._settings import Settings
@@ -56,6 +57,16 @@ def events(span: ReadableSpan, name: str) -> list[tuple[str, dict[str, object]]]
     return [(event.name, dict(event.attributes or {})) for event in span.events if event.name == name]
 
 
+CALLS = {
+    "requests": site(VIEWS, "requests.get(url, timeout=timeout).status_code if timeout", "_call"),
+    "httpx": site(VIEWS, "return client.get(url).status_code", "_call"),
+    "httpx-async": site(VIEWS, "return (await client.get(url)).status_code", "_call.<locals>.get"),
+    "urllib3": site(VIEWS, 'pool.request("GET", url, timeout=timeout) if timeout', "_call"),
+    "urllib": site(VIEWS, "with urllib.request.urlopen(url, timeout=timeout) if timeout", "_call"),
+}
+"""The line of the test app that makes each library's call: the call site of a missing timeout."""
+
+
 @pytest.mark.usefixtures("external_url")
 @pytest.mark.parametrize("library", LIBRARIES)
 class TestEachLibrary:
@@ -79,7 +90,8 @@ class TestEachLibrary:
         attributes = zen.unit().attributes
         assert (attributes["zen.external.calls"], attributes["zen.external.no_timeout"]) == (1, 1)
         (call,) = external_spans(zen)
-        assert events(call, "zen.external.no_timeout") == [NO_TIMEOUT_EVENT]
+        name, attributes = NO_TIMEOUT_EVENT
+        assert events(call, "zen.external.no_timeout") == [(name, {**attributes, **CALLS[library]})]
 
     def test_the_configured_timeout_cuts_a_hanging_call(self, zen: Harness, library: str) -> None:
         """ZENMETRY_HTTP_TIMEOUT=0.5: a server that never answers in time raises the library's own
@@ -146,7 +158,8 @@ class TestForeground:
         zen.reset(Settings(console=True))
         Client().get("/external/urllib/ok/?count=2")
         (line,) = capfd.readouterr().err.splitlines()
-        assert " | ext 2 (2 without timeout) | " in line
+        where = CALLS["urllib"]
+        assert f" | ext 2 (2 without timeout at {where['code.file.path']}:{where['code.line.number']} _call) | " in line
 
 
 class TestDatabaseTimeouts:

@@ -35,6 +35,7 @@ ALERTS = {
     "ZenmetryForegroundExternalCalls",
     "ZenmetryCallsWithoutTimeout",
     "ZenmetryMemoryGrowthP95High",
+    "ZenmetrySlowQueries",
     "ZenmetryNoUnits",
 }
 THRESHOLDS = {
@@ -43,6 +44,7 @@ THRESHOLDS = {
     "zenmetry:threshold:queries_p95": 10,
     "zenmetry:threshold:foreground_external_calls": 0,
     "zenmetry:threshold:calls_without_timeout": 0,
+    "zenmetry:threshold:slow_query_units": 0,
     "zenmetry:threshold:memory_growth_p95_bytes": 32 * 1024 * 1024,
 }
 
@@ -59,10 +61,10 @@ class TestPromtool:
         assert "SUCCESS: 1 rule files found" in result.stdout
 
     def test_rules_are_valid(self) -> None:
-        """promtool check rules accepts the rule file: 6 thresholds and 6 alerts."""
+        """promtool check rules accepts the rule file: 7 thresholds and 7 alerts."""
         result = run(tool("promtool"), "check", "rules", str(RULES))
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "SUCCESS: 12 rules found" in result.stdout
+        assert "SUCCESS: 14 rules found" in result.stdout
 
     def test_rule_unit_tests_pass(self) -> None:
         """promtool test rules runs every alert's unit tests and they pass."""
@@ -78,6 +80,7 @@ class TestPromtool:
             ("zenmetry:threshold:queries_p95", "vector(15)"),
             ("zenmetry:threshold:foreground_external_calls", "vector(100)"),
             ("zenmetry:threshold:calls_without_timeout", "vector(100)"),
+            ("zenmetry:threshold:slow_query_units", "vector(100)"),
             ("zenmetry:threshold:memory_growth_p95_bytes", "vector(64 * 1024 * 1024)"),
         ],
     )
@@ -97,7 +100,7 @@ class TestPromtool:
 
 class TestRules:
     def test_the_alerts_are_the_ones_documented(self) -> None:
-        """Six alerts, each named in docs/stack.md."""
+        """Seven alerts, each named in docs/stack.md."""
         assert {alert["alert"] for alert in rule_alerts()} == ALERTS
         doc = STACK_DOC.read_text()
         for name in ALERTS:

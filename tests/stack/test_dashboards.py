@@ -35,8 +35,10 @@ from support.stack import (
     DATASOURCES,
     INSTRUMENTS,
     POINT_ATTRIBUTES,
+    PROMETHEUS_SOURCE,
     RULE_TESTS,
     RULES,
+    TEMPO_SOURCE,
     Prometheus,
     collector_label_name,
     collector_metric_name,
@@ -45,10 +47,12 @@ from support.stack import (
     load_yaml,
     panels,
     prometheus,
+    prometheus_panels,
     promql_labels,
     promql_metrics,
     rule_alerts,
     rule_records,
+    tempo_panels,
     variable_queries,
 )
 
@@ -68,6 +72,7 @@ TOUR = (
     ("/checkout/2/background/", 1, 1),  # shop.tasks.confirm_payment
     ("/stats/rebuild/", 1, 1),  # shop.tasks.rebuild_stats
     ("/stock/sync/", 1, 3),  # shop.tasks.sync_stock: RETRY, RETRY, FAILURE
+    ("/search/", 1, 0),  # one statement of 0.8 s
 )
 HTTP_PER_ROUND = sum(http for _, http, _ in TOUR)
 TASKS_PER_ROUND = sum(tasks for _, _, tasks in TOUR)
@@ -82,6 +87,7 @@ ROUTES = {
     "checkout/<int:pk>/background/",
     "stats/rebuild/",
     "stock/sync/",
+    "search/",
 }
 TASKS = {"shop.tasks.confirm_payment", "shop.tasks.rebuild_stats", "shop.tasks.sync_stock"}
 # What the shop's zenmetry.toml makes breach, on purpose (see its header).
@@ -89,6 +95,8 @@ BREACHES = {
     ("http", "orders/", "repeated_queries"),
     ("http", "report/", "memory_mb"),
     ("http", "checkout/<int:pk>/", "external_calls"),
+    ("http", "search/", "slow_query_ms"),
+    ("http", "search/", "db_time_ms"),
     ("task", "shop.tasks.rebuild_stats", "duration_ms"),
 }
 # Grafana's built-in variables, as wide as the whole test run.
@@ -301,7 +309,9 @@ def _dashboard(name: str) -> dict[str, Any]:
 
 
 def _panel_exprs(name: str) -> dict[str, list[str]]:
-    return {panel["title"]: [target["expr"] for target in panel["targets"]] for panel in panels(_dashboard(name))}
+    return {
+        panel["title"]: [target["expr"] for target in panel["targets"]] for panel in prometheus_panels(_dashboard(name))
+    }
 
 
 class TestNames:
@@ -369,7 +379,7 @@ class TestNames:
         exprs = [
             target["expr"]
             for dashboard in dashboards().values()
-            for panel in panels(dashboard)
+            for panel in prometheus_panels(dashboard)
             for target in panel["targets"]
         ]
         exprs += [query for dashboard in dashboards().values() for query in variable_queries(dashboard).values()]
@@ -471,6 +481,25 @@ class TestOverview:
             {"zen_unit_kind": "http", "zen_unit_name": "checkout/<int:pk>/"}
         ]
 
+    def test_routes_and_tasks_with_slow_statements(self, shop: Shop) -> None:
+        """Only the search page, once per round: the breach counter's slow_query_ms."""
+        result = self._query(shop, "Routes and tasks with slow statements")
+        found = {(s["metric"]["zen_unit_kind"], s["metric"]["zen_unit_name"], s["metric"]["zen_limit"]) for s in result}
+        assert found == {("http", "search/", "slow_query_ms")}
+        assert all(float(series["value"][1]) >= ROUNDS for series in result)
+
+    def test_the_slowest_statement_shapes_come_from_tempo(self) -> None:
+        """The table of slow statements asks Tempo for the spans carrying a zen.db.slow_query event."""
+        (panel,) = tempo_panels(_dashboard("overview.json"))
+        (target,) = panel["targets"]
+        assert (panel["title"], target["datasource"], target["queryType"], target["tableType"]) == (
+            "Slowest statement shapes (traces)",
+            TEMPO_SOURCE,
+            "traceql",
+            "spans",
+        )
+        assert target["query"].startswith('{ event:name = "zen.db.slow_query" && resource.service.name =~ "$job" }')
+
     def test_every_panel_is_tested_here(self) -> None:
         """Each overview panel has its test above (a new panel needs one)."""
         assert set(_panel_exprs("overview.json")) == {
@@ -483,6 +512,7 @@ class TestOverview:
             "Top routes and tasks by memory growth per unit (p95)",
             "Foreground external calls",
             "External calls without a timeout",
+            "Routes and tasks with slow statements",
         }
 
 
@@ -543,6 +573,7 @@ class TestAlertsOnRealData:
             ("ZenmetryForegroundExternalCalls", "", "checkout/<int:pk>/", ""),
             ("ZenmetryCallsWithoutTimeout", "http", "checkout/<int:pk>/", ""),
             ("ZenmetryMemoryGrowthP95High", "http", "report/", ""),
+            ("ZenmetrySlowQueries", "http", "search/", ""),
         }
 
         def active() -> set[tuple[str, ...]]:
@@ -556,12 +587,13 @@ class TestAlertsOnRealData:
 
 class TestDashboardFiles:
     def test_panels_and_variables_use_the_provisioned_prometheus(self) -> None:
-        """Every panel, query and variable names the data source provisioning creates, by uid."""
+        """Every panel, query and variable names the data source provisioning creates, by uid:
+        Prometheus, or Tempo for the one table of traces."""
         sources = {source["uid"]: source["type"] for source in load_yaml(DATASOURCES)["datasources"]}
-        assert sources["prometheus"] == "prometheus"
+        assert (sources["prometheus"], sources["tempo"]) == ("prometheus", "tempo")
         for dashboard in dashboards().values():
             for panel in panels(dashboard):
-                assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}, panel["title"]
+                assert panel["datasource"] in (PROMETHEUS_SOURCE, TEMPO_SOURCE), panel["title"]
                 for target in panel["targets"]:
                     assert target["datasource"] == panel["datasource"], panel["title"]
             for variable in dashboard["templating"]["list"]:
@@ -594,7 +626,7 @@ class TestLinks:
         """Every panel that shows breaches links to Tempo with a TraceQL query on the breach event."""
         checked = 0
         for dashboard in dashboards().values():
-            for panel in panels(dashboard):
+            for panel in prometheus_panels(dashboard):
                 if not any("zen_budget_breaches_total" in target["expr"] for target in panel["targets"]):
                     continue
                 (pane,) = (pane for panes in self._tempo_links(panel) for pane in panes.values())
@@ -606,7 +638,7 @@ class TestLinks:
                 )
                 assert query["query"].startswith('{ event:name = "zen.budget.breach" && event.zen.limit = "${')
                 checked += 1
-        assert checked == 3
+        assert checked == 4
 
     def test_the_drill_down_links_to_all_breaching_traces_of_its_unit(self) -> None:
         """The drill-down's own Tempo link asks for the selected route's or task's breaching traces."""

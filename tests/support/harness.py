@@ -37,6 +37,7 @@ class Harness:
         """Forget spans; fresh metrics and the given settings for the next test."""
         self.exporter.clear()
         self.processor.forget_findings()
+        self.processor.forget_memory_traces()
         self.reader = InMemoryMetricReader()
         self.processor.settings = settings or Settings()
         self.processor.use_meter_provider(MeterProvider(metric_readers=[self.reader]))

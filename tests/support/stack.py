@@ -306,6 +306,20 @@ def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+PROMETHEUS_SOURCE = {"type": "prometheus", "uid": "prometheus"}
+TEMPO_SOURCE = {"type": "tempo", "uid": "tempo"}
+
+
+def prometheus_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """The panels that query Prometheus (the others query Tempo)."""
+    return [panel for panel in panels(dashboard) if panel["datasource"] != TEMPO_SOURCE]
+
+
+def tempo_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """The panels that query Tempo with TraceQL."""
+    return [panel for panel in panels(dashboard) if panel["datasource"] == TEMPO_SOURCE]
+
+
 def variable_queries(dashboard: dict[str, Any]) -> dict[str, str]:
     return {
         variable["name"]: variable["definition"]

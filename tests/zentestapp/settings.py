@@ -13,6 +13,7 @@ ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "zentestapp.urls"
 INSTALLED_APPS = ["django.contrib.contenttypes", "zentestapp"]
 MIDDLEWARE: list[str] = []
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"

@@ -17,6 +17,8 @@ urlpatterns = [
     path("boom/", views.boom),
     path("cbv/", views.ClassBased.as_view()),
     path("nplusone/", views.n_plus_one),
+    path("template-nplusone/", views.template_n_plus_one),
+    path("slow/", views.slow),
     path("mongo-nplusone/", views.mongo_n_plus_one),
     path("decorated/<int:n>/", views.decorated),
     path("decorated-class/", views.DecoratedClass.as_view()),

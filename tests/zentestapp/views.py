@@ -14,7 +14,8 @@ import requests
 import urllib3
 from django.conf import settings
 from django.db import connection, transaction
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views import View
 
 from zenmetry import budget
@@ -166,9 +167,23 @@ def violation(request: HttpRequest) -> JsonResponse:
 
 
 def grow(request: HttpRequest, mib: int) -> JsonResponse:
-    """Keep ``mib`` MiB alive after the request: the process's RSS grows by about that."""
+    """Keep ``mib`` MiB alive after the request: the process's RSS grows by about that.
+    ``?sleep=`` seconds first (to overlap with another request)."""
+    time.sleep(float(request.GET.get("sleep", 0)))
     _kept.append(b"x" * (mib * 1024 * 1024))
     return JsonResponse({"mib": mib})
+
+
+def template_n_plus_one(request: HttpRequest) -> HttpResponse:
+    """1 query for 12 customers, then the template counts each one's orders: 12 of one shape."""
+    return render(request, "zentestapp/orders.html", {"customers": Customer.objects.order_by("pk")[:12]})
+
+
+def slow(request: HttpRequest) -> JsonResponse:
+    """One statement of 0.6 s."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(0.6)")
+    return JsonResponse({"slept": 0.6})
 
 
 def boom(request: HttpRequest) -> JsonResponse:

@@ -13,4 +13,5 @@ urlpatterns = [
     path("stats/rebuild/", views.rebuild_stats),
     path("stock/sync/", views.sync_stock),
     path("report/", views.report),
+    path("search/", views.search),
 ]

@@ -7,6 +7,7 @@ import functools
 import pymongo
 import requests
 from django.conf import settings
+from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from shop import payments, tasks
@@ -61,6 +62,19 @@ def report(request: HttpRequest) -> JsonResponse:
     rows = [{"order": i, "line": j, "note": "x" * 64} for i in range(5000) for j in range(40)]
     _REPORTS.append(rows)
     return JsonResponse({"rows": len(rows), "kept_reports": len(_REPORTS)})
+
+
+def search(request: HttpRequest) -> JsonResponse:
+    """One slow statement (a full scan standing in for a missing index): over slow_query_ms."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_sleep(0.8)")
+        else:
+            cursor.execute(_SLOW_SQLITE, [2_000_000])
+    return JsonResponse({"found": 0})
+
+
+_SLOW_SQLITE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %s) SELECT count(*) FROM c"
 
 
 def checkout(request: HttpRequest, pk: int) -> JsonResponse:

@@ -24,6 +24,13 @@ class CeleryIntegration(Integration):
         # Connected before the instrumentation's own receivers, which end the span.
         connect()
 
+    def after(self, entry_point: str) -> None:
+        # Connected after the instrumentation's task_prerun, which starts the span.
+        if _state.once("celery task_prerun"):
+            from celery import signals
+
+            signals.task_prerun.connect(_on_task_prerun, weak=False, dispatch_uid="zenmetry.task_prerun")
+
 
 INTEGRATION: Final = CeleryIntegration()
 
@@ -41,6 +48,16 @@ def connect() -> None:
 
     signals.task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="zenmetry.task_postrun")
     signals.worker_process_shutdown.connect(_flush, weak=False, dispatch_uid="zenmetry.worker_process_shutdown")
+
+
+def _on_task_prerun(*, task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    processor = _state.processor()
+    if processor is None or task is None:
+        return
+    try:
+        processor.note_unit(_task_span(task, task_id), task.name, budget_of(task))
+    except Exception:  # noqa: BLE001
+        _guard.swallow("the Celery task_prerun receiver")
 
 
 def _on_task_postrun(*, task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:

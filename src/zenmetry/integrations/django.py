@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import wrapt
+from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from zenmetry import _guard, _names, _state
@@ -24,6 +25,7 @@ from zenmetry.integrations import Integration, report
 logger = logging.getLogger("zenmetry")
 
 SETTINGS_VARIABLE: Final = "DJANGO_SETTINGS_MODULE"
+_MIDDLEWARE: Final = "opentelemetry.instrumentation.django.middleware.otel_middleware"
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
 
@@ -56,6 +58,7 @@ class DjangoIntegration(Integration):
     def after(self, entry_point: str) -> None:
         from django.conf import settings
 
+        wrapt.wrap_function_wrapper(_MIDDLEWARE, "_DjangoMiddleware.process_view", _view_resolved)
         for finding in check_databases(settings.DATABASES):
             report(finding)
 
@@ -64,6 +67,22 @@ class DjangoIntegration(Integration):
 
 
 INTEGRATION: Final = DjangoIntegration()
+
+
+def _view_resolved(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    """After the instrumentation's ``process_view`` (where it learns the route): name the unit,
+    with the view's ``@budget``, while the request span is the current span."""
+    result = wrapped(*args, **kwargs)
+    processor = _state.processor()
+    if processor is not None:
+        try:
+            match = getattr(args[0] if args else kwargs.get("request"), "resolver_match", None)
+            route = getattr(match, "route", None)
+            if match is not None and route:
+                processor.note_unit(trace.get_current_span(), route, budget_of(match.func))
+        except Exception:  # noqa: BLE001
+            _guard.swallow("the Django view hook")
+    return result
 
 
 def instrument_when_ready(instrument: Callable[[], None]) -> None:
