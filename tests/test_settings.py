@@ -71,6 +71,29 @@ class TestLoad:
             "and 1, such as 0.001"
         ]
 
+    @pytest.mark.parametrize(
+        ("variables", "expected"),
+        [
+            ({}, ("detail", 0.01)),
+            ({"ZENMETRY_DB_SPANS": "all", "ZENMETRY_DB_SPANS_RATIO": "0.5"}, ("all", 0.5)),
+            ({"ZENMETRY_DB_SPANS_RATIO": "1"}, ("detail", 1.0)),
+        ],
+    )
+    def test_db_spans_are_detail_or_all_with_a_ratio(
+        self, tmp_path: Path, variables: dict[str, str], expected: tuple[str, float]
+    ) -> None:
+        settings = load(variables, cwd=tmp_path)
+        assert (settings.db_spans, settings.db_spans_ratio) == expected
+
+    def test_bad_db_span_settings_are_one_problem_each(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError) as raised:
+            load({"ZENMETRY_DB_SPANS": "some", "ZENMETRY_DB_SPANS_RATIO": "2"}, cwd=tmp_path)
+        assert raised.value.problems == [
+            "ZENMETRY_DB_SPANS='some': expected detail (the default: DB spans of units that breached, failed or "
+            "fall in the ratio) or all",
+            "ZENMETRY_DB_SPANS_RATIO='2': expected a share between 0 and 1, such as 0.01",
+        ]
+
     def test_a_broken_budget_file_names_file_entry_and_key(self, tmp_path: Path) -> None:
         path = write(tmp_path, '[http."orders/<int:pk>/"]\nquerys = 8\n')
         with pytest.raises(ConfigError) as raised:

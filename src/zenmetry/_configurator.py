@@ -1,9 +1,10 @@
 """The ``zenmetry`` configurator, and ``configure()`` for processes started without the launcher.
 
-It builds the SDK exactly as OpenTelemetry's own configurator does, with three additions:
+It builds the SDK exactly as OpenTelemetry's own configurator does, with four additions:
 the unit processor ahead of the exporting processor, the configured sampler wrapped so that
-metrics stay exact whatever it drops, and span exporters wrapped so that no statement literal
-or query-string value is exported.
+metrics stay exact whatever it drops, span exporters wrapped so that no statement literal
+or query-string value is exported, and exporting processors gated so that the DB spans of
+healthy units are summarized by their figures (``ZENMETRY_DB_SPANS``).
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ class ZenmetryConfigurator(_OTelSDKConfigurator):
             kwargs["sampler"] = AlwaysRecordSampler(kwargs.get("sampler") or _configured_sampler())
             kwargs["span_processors"] = [processor, *kwargs.get("span_processors", ())]
             export_processor = kwargs.get("export_span_processor") or BatchSpanProcessor
-            kwargs["export_span_processor"] = lambda exporter, *args, **options: export_processor(
-                ScrubbingExporter(exporter), *args, **options
+            # Each exporting processor is gated: a healthy unit's DB spans never reach it.
+            kwargs["export_span_processor"] = lambda exporter, *args, **options: processor.gate(
+                export_processor(ScrubbingExporter(exporter), *args, **options)
             )
             super()._configure(**kwargs)
         _state.state.processor = processor

@@ -11,6 +11,8 @@ ENV_BUDGETS: Final = "ZENMETRY_BUDGETS"
 ENV_CONSOLE: Final = "ZENMETRY_CONSOLE"
 ENV_HTTP_TIMEOUT: Final = "ZENMETRY_HTTP_TIMEOUT"
 ENV_MEMORY_TRACE: Final = "ZENMETRY_MEMORY_TRACE"
+ENV_DB_SPANS: Final = "ZENMETRY_DB_SPANS"
+ENV_DB_SPANS_RATIO: Final = "ZENMETRY_DB_SPANS_RATIO"
 
 DEFAULT_BUDGET_FILE: Final = "zenmetry.toml"
 
@@ -33,6 +35,9 @@ MEMORY_RSS_DELTA: Final = "zen.memory.rss_delta_bytes"
 DURATION_MS: Final = "zen.duration_ms"
 BUDGET: Final = "zen.budget"
 BUDGET_BREACHED: Final = "zen.budget.breached"
+DB_SPANS: Final = "zen.db.spans"
+DB_SPANS_EXPORTED: Final = "exported"
+DB_SPANS_SUMMARIZED: Final = "summarized"
 
 
 def db_system_queries(system: str) -> str:

@@ -29,6 +29,7 @@ from zenmetry._metrics import Attributes, Instruments
 from zenmetry._settings import Settings
 from zenmetry._shapes import NO_SHAPE, sql_shape
 from zenmetry._spans import plain_attributes
+from zenmetry._summary import MAX_HELD, DbSpanGate, in_ratio
 from zenmetry._units import NEVER, FinishedUnit, OpenUnit, breaches
 
 CELERY_SCOPE: Final = "opentelemetry.instrumentation.celery"
@@ -45,6 +46,7 @@ _DB_QUERY_TEXT: Final = _names.DB_QUERY_TEXT
 _HTTP_REQUEST_METHOD: Final = _names.HTTP_REQUEST_METHOD
 _HTTP_METHOD_OLD: Final = _names.HTTP_METHOD_OLD
 _MAX_NO_TIMEOUT_SITES: Final = 10
+_FAILED_STATES: Final = frozenset({"FAILURE", "RETRY"})
 _SERVER: Final = SpanKind.SERVER
 _CONSUMER: Final = SpanKind.CONSUMER
 _CLIENT: Final = SpanKind.CLIENT
@@ -86,6 +88,9 @@ class UnitProcessor(SpanProcessor):
         # Span ids of the units open in this process (the memory tracer runs only alone).
         self._units_open: set[int] = set()
         self._tracer = MemoryTracer()
+        # Span ids of the DB spans held for their unit's verdict, and the gates that let them by.
+        self.held: set[int] = set()
+        self._gates: list[DbSpanGate] = []
         self.listeners: list[Listener] = []
 
     # -- the hot path ------------------------------------------------------------------
@@ -107,6 +112,8 @@ class UnitProcessor(SpanProcessor):
             unit = OpenUnit(unit_kind, span, span.start_time or time.time_ns(), _memory.rss())
             if self._keep_statements:
                 unit.statements = []
+            if enclosing:
+                unit.enclosing = enclosing[-1]
             self._open[span_id] = (*enclosing, unit) if enclosing else (unit,)
             self._units_open.add(span_id)
             self._tracer.another_unit_opened()
@@ -146,10 +153,59 @@ class UnitProcessor(SpanProcessor):
                     # One comparison each on the hot path; past them, a limit may be crossed.
                     if count == unit.repeated_crossing or duration > unit.slow_ns:
                         self._crossed(unit, count, system, duration, shape)
+            if self._gates:
+                self._hold(span, span_id, units[-1])
         elif _HTTP_REQUEST_METHOD in attributes or _HTTP_METHOD_OLD in attributes:
             for unit in units:
                 if not unit.finished:
                     unit.add_external(duration)
+
+    def gate(self, export: SpanProcessor) -> DbSpanGate:
+        """Wrap an exporting processor so that the DB spans held for a unit's verdict wait."""
+        gate = DbSpanGate(export, self.held)
+        self._gates.append(gate)
+        return gate
+
+    def _hold(self, span: ReadableSpan, span_id: int, unit: OpenUnit) -> None:
+        """Hold a DB span of ``unit`` for its verdict (``ZENMETRY_DB_SPANS=detail``)."""
+        if unit.finished or unit.overflow or self.settings.db_spans != "detail" or not span.context.trace_flags.sampled:
+            return
+        held = unit.db_spans
+        if held is None:
+            held = unit.db_spans = []
+        elif len(held) >= MAX_HELD:
+            unit.overflow = True  # from now on its DB spans pass, and the held ones go at its end
+            return
+        held.append(span)
+        self.held.add(span_id)
+
+    def _verdict(self, unit: OpenUnit, point: Attributes, found: tuple[object, ...], hooked: bool) -> str:
+        """``exported`` or ``summarized``, for the unit's DB spans."""
+        if not self._gates or self.settings.db_spans != "detail" or unit.overflow or found or not hooked:
+            return _names.DB_SPANS_EXPORTED
+        status = point.get(_names.HTTP_RESPONSE_STATUS_CODE, 0)
+        if (isinstance(status, int) and status >= 500) or point.get(_names.CELERY_STATE) in _FAILED_STATES:
+            return _names.DB_SPANS_EXPORTED
+        if in_ratio(unit.span.get_span_context().trace_id, self.settings.db_spans_ratio):
+            return _names.DB_SPANS_EXPORTED
+        return _names.DB_SPANS_SUMMARIZED
+
+    def _settle(self, unit: OpenUnit, verdict: str) -> None:
+        """Release the unit's held DB spans to the exporters, hand them to the enclosing unit's
+        verdict, or forget them."""
+        held, unit.db_spans = unit.db_spans, None
+        if not held:
+            return
+        enclosing = unit.enclosing
+        if verdict == _names.DB_SPANS_SUMMARIZED and enclosing is not None and not enclosing.finished:
+            if enclosing.db_spans is None:
+                enclosing.db_spans = []
+            enclosing.db_spans.extend(held)  # an eager task's spans go with its request's verdict
+            return
+        self.held.difference_update(span.context.span_id for span in held)
+        if verdict == _names.DB_SPANS_EXPORTED:
+            for gate in self._gates:
+                gate.release(held)
 
     def _crossed(self, unit: OpenUnit, count: int, system: str, duration: int, shape: tuple[str, str] | None) -> None:
         """A DB call that may cross a limit: the offending call is still on the stack, walk it now.
@@ -263,7 +319,8 @@ class UnitProcessor(SpanProcessor):
         budget = self.settings.budgets.resolve(unit.kind, name, override)
         figures = unit.figures(name, end_ns, rss_end, budget.limit("slow_query_ms"), allocations)
         found = tuple(breaches(budget, figures))
-        finished = FinishedUnit(figures, point, budget, found, unit.span_id)
+        verdict = self._verdict(unit, point, found, span is not None)
+        finished = FinishedUnit(figures, point, budget, found, unit.span_id, verdict)
         if any(breach.limit == "memory_mb" for breach in found):
             self._tracer.arm(self.settings.memory_trace, unit.kind, name)
         if span is not None and span.is_recording():
@@ -279,6 +336,7 @@ class UnitProcessor(SpanProcessor):
                             _names.CONFIG_MISSING: list(finding.missing),
                         },
                     )
+        self._settle(unit, verdict)
         if self._record_metrics:
             if self._instruments is None:
                 self._instruments = Instruments(self._meter_provider)
@@ -312,6 +370,7 @@ class UnitProcessor(SpanProcessor):
         return len(self._open)
 
     def shutdown(self) -> None:
+        self.held.clear()
         self._units_open.clear()
         self._open.clear()
         self._shapes.clear()
@@ -336,6 +395,7 @@ def _write(span: ApiSpan, unit: FinishedUnit) -> None:
         _names.MEMORY_RSS_DELTA: figures.rss_delta_bytes,
         _names.DURATION_MS: figures.duration_ms,
         _names.BUDGET: source,
+        _names.DB_SPANS: unit.db_spans,
     }
     for system, (count, duration_ms) in figures.systems.items():
         attributes[_names.db_system_queries(system)] = count

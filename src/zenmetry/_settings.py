@@ -24,6 +24,9 @@ class Settings:
     budgets: Budgets = field(default_factory=Budgets)
     console: bool = False
     http_timeout: float | None = None
+    db_spans: str = "detail"
+    """``detail``: a unit's DB spans are exported one by one only when it needs them; ``all``."""
+    db_spans_ratio: float = 0.01
     memory_trace: str | float = "breach"
     """``breach``: trace the next unit of a name after it breached ``memory_mb``; ``off``; or the
     share (0 to 1) of all units to trace."""
@@ -37,6 +40,13 @@ def load(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Se
         problems.append(f"{_names.ENV_CONSOLE}={console!r}: expected 1 (print a line per unit) or 0")
     http_timeout = _http_timeout(environ.get(_names.ENV_HTTP_TIMEOUT, "").strip(), problems)
     memory_trace = _memory_trace(environ.get(_names.ENV_MEMORY_TRACE, "").strip(), problems)
+    db_spans = environ.get(_names.ENV_DB_SPANS, "").strip() or "detail"
+    if db_spans not in ("detail", "all"):
+        problems.append(
+            f"{_names.ENV_DB_SPANS}={db_spans!r}: expected detail (the default: DB spans of units that breached, "
+            "failed or fall in the ratio) or all"
+        )
+    ratio = _share(_names.ENV_DB_SPANS_RATIO, environ.get(_names.ENV_DB_SPANS_RATIO, "").strip(), 0.01, problems)
     budgets = Budgets()
     try:
         path = budget_path(environ, cwd)
@@ -46,7 +56,14 @@ def load(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Se
         problems.extend(error.problems)
     if problems:
         raise ConfigError(problems)
-    return Settings(budgets=budgets, console=console == "1", http_timeout=http_timeout, memory_trace=memory_trace)
+    return Settings(
+        budgets=budgets,
+        console=console == "1",
+        http_timeout=http_timeout,
+        db_spans=db_spans,
+        db_spans_ratio=ratio,
+        memory_trace=memory_trace,
+    )
 
 
 def budget_path(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Path | None:
@@ -89,4 +106,17 @@ def _memory_trace(value: str, problems: list[str]) -> str | float:
             "between 0 and 1, such as 0.001"
         )
         return "off"
+    return share
+
+
+def _share(variable: str, value: str, default: float, problems: list[str]) -> float:
+    if not value:
+        return default
+    try:
+        share = float(value)
+    except ValueError:
+        share = math.nan
+    if not 0 <= share <= 1:  # also refuses nan
+        problems.append(f"{variable}={value!r}: expected a share between 0 and 1, such as {default}")
+        return default
     return share

@@ -29,6 +29,8 @@ class OpenUnit:
 
     __slots__ = (
         "db_ns",
+        "db_spans",
+        "enclosing",
         "external_calls",
         "external_ns",
         "finished",
@@ -37,6 +39,7 @@ class OpenUnit:
         "name",
         "no_timeout",
         "no_timeout_sites",
+        "overflow",
         "override",
         "queries",
         "repeated_crossing",
@@ -87,6 +90,11 @@ class OpenUnit:
         self.slow: dict[tuple[str, str], list[Any]] = {}
         self.no_timeout_sites: list[CallSite] = []
         self.traced = False
+        # The export verdict's: the DB spans held until the unit ends (None: none held), whether
+        # more than MAX_HELD came, and the open unit enclosing this one.
+        self.db_spans: list[Any] | None = None
+        self.overflow = False
+        self.enclosing: OpenUnit | None = None
 
     def add_db(self, system: str, duration_ns: int, shape: tuple[str, str] | None) -> int:
         """Count one DB call; returns how many times its shape ran so far (0: no shape)."""
@@ -256,6 +264,8 @@ class FinishedUnit:
     breaches: tuple[Breach, ...]
     span_id: int
     """The unit span's id (never exported from here; ``zenmetry.testing`` tells its blocks by it)."""
+    db_spans: str = _names.DB_SPANS_EXPORTED
+    """``exported`` when the unit's DB spans were exported one by one, ``summarized`` otherwise."""
 
     @property
     def kind(self) -> str:

@@ -44,14 +44,20 @@ def project_env(**extra: str) -> dict[str, str]:
 
 
 def otel_env(receiver: Receiver, **extra: str) -> dict[str, str]:
-    """A test-project environment exporting to ``receiver`` quickly."""
+    """A test-project environment exporting to ``receiver`` quickly.
+
+    Every DB span is exported (``ZENMETRY_DB_SPANS=all``) unless a test asks for the default:
+    most tests check the DB spans themselves; ``test_summary.py`` checks the summarizing."""
     return project_env(
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
-        OTEL_SERVICE_NAME="zentest",
-        OTEL_BSP_SCHEDULE_DELAY="100",
-        OTEL_METRIC_EXPORT_INTERVAL="300",
-        OTEL_PYTHON_LOG_LEVEL="warning",
-        **extra,
+        **{
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_SERVICE_NAME": "zentest",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_METRIC_EXPORT_INTERVAL": "300",
+            "OTEL_PYTHON_LOG_LEVEL": "warning",
+            "ZENMETRY_DB_SPANS": "all",
+            **extra,
+        }
     )
 
 

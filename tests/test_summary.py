@@ -1,0 +1,207 @@
+"""The export verdict: a healthy unit's DB spans are summarized by its figures; a unit that
+breached, failed or falls in the ratio exports them all; nothing else is ever held back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.trace import SpanKind
+
+from support.external_server import external_server
+from support.otlp import Receiver
+from support.processes import gunicorn
+from zenmetry._processor import CELERY_SCOPE, UnitProcessor
+from zenmetry._sampler import AlwaysRecordSampler
+from zenmetry._settings import Settings
+from zenmetry._summary import MAX_HELD, in_ratio
+
+OK = {"http.request.method": "GET", "http.response.status_code": 200}
+SUMMARIZED = {"db_spans": "detail", "db_spans_ratio": 0.0}
+
+
+@dataclass
+class Gated:
+    """The real SDK with the unit processor and one gated exporter, as the configurator builds them."""
+
+    provider: TracerProvider
+    processor: UnitProcessor
+    exporter: InMemorySpanExporter
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        return self.provider.get_tracer("tests")
+
+    def exported(self) -> list[str]:
+        return [span.name for span in self.exporter.get_finished_spans()]
+
+    def unit(self, name: str) -> ReadableSpan:
+        (found,) = [span for span in self.exporter.get_finished_spans() if span.name == name]
+        return found
+
+    def request(self, name: str, queries: int, point: dict[str, str | int] = OK, external: bool = False) -> None:
+        with self.tracer.start_as_current_span(name, kind=SpanKind.SERVER) as span:
+            for i in range(queries):
+                db(self.tracer, f"SELECT {i} FROM t{i}")
+            if external:
+                with self.tracer.start_as_current_span(
+                    "GET", kind=SpanKind.CLIENT, attributes={"http.request.method": "GET"}
+                ):
+                    pass
+            self.processor.finish(span, name, point)
+
+
+def db(tracer: trace.Tracer, statement: str) -> None:
+    with tracer.start_as_current_span(
+        "SELECT", kind=SpanKind.CLIENT, attributes={"db.system": "postgresql", "db.statement": statement}
+    ):
+        pass
+
+
+@pytest.fixture
+def gated() -> Iterator[Gated]:
+    processor = UnitProcessor(Settings(**SUMMARIZED), record_metrics=False)  # type: ignore[arg-type]
+    provider = TracerProvider(sampler=AlwaysRecordSampler(ParentBased(ALWAYS_ON)))
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(processor)
+    provider.add_span_processor(processor.gate(SimpleSpanProcessor(exporter)))
+    yield Gated(provider, processor, exporter)
+    assert processor.held == set(), "no span is held once its unit has ended"
+    provider.shutdown()
+
+
+class TestVerdict:
+    def test_a_healthy_unit_exports_its_span_and_figures_and_no_db_span(self, gated: Gated) -> None:
+        gated.request("GET /ok", 3)
+        assert gated.exported() == ["GET /ok"]
+        attributes = gated.unit("GET /ok").attributes
+        assert (attributes["zen.db.queries"], attributes["zen.db.spans"]) == (3, "summarized")
+
+    @pytest.mark.parametrize(
+        ("queries", "point"),
+        [
+            (6, OK),  # no budget file: six runs of one shape breach repeated_queries
+            (1, {"http.request.method": "GET", "http.response.status_code": 500}),
+        ],
+    )
+    def test_a_unit_that_breached_or_failed_exports_every_db_span(
+        self, gated: Gated, queries: int, point: dict[str, str | int]
+    ) -> None:
+        with gated.tracer.start_as_current_span("GET /bad", kind=SpanKind.SERVER) as span:
+            for _ in range(queries):
+                db(gated.tracer, "SELECT 1 FROM t")
+            gated.processor.finish(span, "bad/", point)
+        spans = gated.exporter.get_finished_spans()
+        unit = gated.unit("GET /bad")
+        assert [s.name for s in spans] == ["SELECT"] * queries + ["GET /bad"]
+        assert {s.parent.span_id for s in spans if s.name == "SELECT"} == {unit.context.span_id}  # type: ignore[union-attr]
+        assert unit.attributes["zen.db.spans"] == "exported"
+
+    def test_a_failed_task_exports_its_db_spans(self, gated: Gated) -> None:
+        celery = gated.provider.get_tracer(CELERY_SCOPE)
+        with celery.start_as_current_span("run/t", kind=SpanKind.CONSUMER) as task:
+            db(gated.tracer, "SELECT 1")
+            gated.processor.finish(task, "t", {"celery.state": "FAILURE"})
+        assert gated.exported() == ["SELECT", "run/t"]
+
+    def test_external_calls_are_never_held(self, gated: Gated) -> None:
+        gated.request("GET /call", 2, external=True)
+        assert gated.exported() == ["GET", "GET /call"]
+
+    def test_a_db_span_outside_any_unit_is_exported_at_once(self, gated: Gated) -> None:
+        db(gated.tracer, "SELECT 1")
+        assert gated.exported() == ["SELECT"]
+
+    def test_all_exports_every_db_span_as_plain_opentelemetry_does(self, gated: Gated) -> None:
+        gated.processor.settings = Settings(db_spans="all")
+        gated.request("GET /ok", 2)
+        assert gated.exported() == ["SELECT", "SELECT", "GET /ok"]
+        assert gated.unit("GET /ok").attributes["zen.db.spans"] == "exported"
+
+    def test_a_ratio_of_one_exports_everything(self, gated: Gated) -> None:
+        gated.processor.settings = Settings(db_spans_ratio=1.0)
+        gated.request("GET /ok", 2)
+        assert gated.exported() == ["SELECT", "SELECT", "GET /ok"]
+
+    def test_an_eager_task_inside_a_request_goes_with_the_requests_verdict(self, gated: Gated) -> None:
+        """A healthy task inside a breaching request: its DB spans are the request's too."""
+        celery = gated.provider.get_tracer(CELERY_SCOPE)
+        with gated.tracer.start_as_current_span("GET /r", kind=SpanKind.SERVER) as span:
+            with celery.start_as_current_span("run/t", kind=SpanKind.CONSUMER) as task:
+                db(gated.tracer, "SELECT 2 FROM u")
+                gated.processor.finish(task, "t", {"celery.state": "SUCCESS"})
+            for _ in range(6):
+                db(gated.tracer, "SELECT 1 FROM t")
+            gated.processor.finish(span, "r/", OK)
+        assert sorted(gated.exported()) == sorted(["SELECT"] * 7 + ["run/t", "GET /r"])
+        assert (gated.unit("run/t").attributes["zen.db.spans"], gated.unit("GET /r").attributes["zen.db.spans"]) == (
+            "summarized",
+            "exported",
+        )
+
+    def test_past_the_bound_a_unit_exports_its_db_spans_and_holds_no_more(self, gated: Gated) -> None:
+        """MAX_HELD + 500 distinct statements, healthy: the held ones are released, the rest passed."""
+        with gated.tracer.start_as_current_span("GET /big", kind=SpanKind.SERVER) as span:
+            for i in range(MAX_HELD + 500):
+                db(gated.tracer, f"SELECT {i} FROM t{i}")
+                assert len(gated.processor.held) <= MAX_HELD
+            gated.processor.finish(span, "big/", OK)
+        attributes = gated.unit("GET /big").attributes
+        assert (attributes["zen.db.queries"], attributes["zen.db.spans"]) == (MAX_HELD + 500, "exported")
+        assert gated.exported().count("SELECT") == MAX_HELD + 500
+
+
+class TestRatio:
+    def test_the_ratio_is_decided_by_the_trace_id(self) -> None:
+        """Lower 64 bits against the share, as TraceIdRatioBased: one trace, one decision."""
+        assert [in_ratio(trace_id, 0.5) for trace_id in (0, 2**63 - 1, 2**63, 2**64 - 1, 2**64)] == [
+            True,
+            True,
+            False,
+            False,
+            True,
+        ]
+        assert (in_ratio(12345, 0.0), in_ratio(2**64 - 1, 1.0)) == (False, True)
+
+
+@pytest.mark.usefixtures("postgres_db")
+class TestOverOtlp:
+    def test_healthy_requests_send_their_figures_and_no_db_span(self, receiver: Receiver) -> None:
+        """The default, on gunicorn: a request within budget, an N+1, one raising, a call out."""
+        with external_server() as url:
+            server = gunicorn(
+                receiver,
+                "--workers",
+                "1",
+                ZENMETRY_DB_SPANS="detail",
+                ZENMETRY_DB_SPANS_RATIO="0",
+                ZEN_TEST_EXTERNAL_URL=url,
+            )
+            for path in ("/queries/3/", "/nplusone/", "/boom/", "/external/requests/ok/?timeout=3"):
+                server.get(path)
+            server.stop()
+        receiver.wait(lambda r: len(r.units()) == 4)
+        units = {unit.attributes["zen.unit.name"]: unit for unit in receiver.units()}
+        spans = receiver.spans()
+
+        def children(name: str, kind: str) -> int:
+            return len([s for s in spans if s.parent_span_id == units[name].span_id and s.kind == kind])
+
+        found = {
+            name: (unit.attributes["zen.db.spans"], unit.attributes["zen.db.queries"], children(name, "CLIENT"))
+            for name, unit in units.items()
+        }
+        assert found == {
+            "queries/<int:n>/": ("summarized", 3, 0),
+            "nplusone/": ("exported", 12, 12),
+            "boom/": ("exported", 1, 1),
+            "external/<str:library>/<str:path>/": ("summarized", 0, 1),  # the call out, never held
+        }
+        receiver.wait(lambda r: r.total("zen.unit.db.queries", db__system="all").count == 4)
+        assert receiver.total("zen.unit.db.queries", db__system="all").sum == 16
