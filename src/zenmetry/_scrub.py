@@ -64,10 +64,14 @@ def scrub(span: ReadableSpan) -> ReadableSpan:
     changed: dict[str, Any] = {}
     for key in _STATEMENTS:
         value = attributes.get(key)
+        if isinstance(value, bytes):
+            # OpenTelemetry keeps bytes attributes as bytes (OTLP bytes_value): scrub the text.
+            value = value.decode("utf-8", "replace")
+            changed[key] = value
         if isinstance(value, str):
             system = attributes.get(_names.DB_SYSTEM_NAME) or attributes.get(_names.DB_SYSTEM) or ""
             clean = _statement(value, str(system))
-            if clean != value:
+            if clean != value or key in changed:
                 changed[key] = clean
     for key in _URLS:
         value = attributes.get(key)
