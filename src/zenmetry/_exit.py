@@ -42,10 +42,16 @@ UNSENT: Final = (
 
 class Count:
     """Items handed to an exporter: those in an export still running, and those of exports that
-    failed since ``begin()``. Updated in the exporting threads, never on the request path."""
+    failed since ``begin()``. Updated in the exporting threads, never on the request path.
 
-    def __init__(self) -> None:
+    ``latest=True`` is for cumulative metric points: every export carries the latest point of
+    every series, so what is lost is one export's worth (the latest that was not delivered),
+    however many exports failed.
+    """
+
+    def __init__(self, *, latest: bool = False) -> None:
         self._lock = threading.Lock()
+        self._latest = latest
         self.in_flight = 0
         self.failed = 0
         os.register_at_fork(after_in_child=self._forget)
@@ -66,12 +72,14 @@ class Count:
     def end(self, items: int, *, sent: bool) -> None:
         with self._lock:
             self.in_flight -= items
-            if not sent:
+            if self._latest:
+                self.failed = 0 if sent else items
+            elif not sent:
                 self.failed += items
 
     def unsent(self) -> int:
         with self._lock:
-            return self.in_flight + self.failed
+            return max(self.in_flight, self.failed) if self._latest else self.in_flight + self.failed
 
 
 class CountingSpanExporter(SpanExporter):
@@ -82,12 +90,21 @@ class CountingSpanExporter(SpanExporter):
         self.count = count
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.count.start(len(spans))
+        items = len(spans)
+        self.count.start(items)
         result = SpanExportResult.FAILURE
         try:
             result = self.exporter.export(spans)
         finally:
-            self.count.end(len(spans), sent=result is SpanExportResult.SUCCESS)
+            self.count.end(items, sent=result is SpanExportResult.SUCCESS)
+            if result is not SpanExportResult.SUCCESS and isinstance(spans, list):
+                # The exception of a failed OTLP export keeps the whole exporting stack alive
+                # through its traceback, in a reference cycle whose frames, alive through the
+                # export's timeout, reached the oldest generation: only a full collection frees
+                # it, and with it this batch. The batch processor never reads a batch again
+                # once exported: emptying it keeps a collector that is down from growing the
+                # process by a batch of spans per failed export.
+                spans.clear()
         return result
 
     def shutdown(self) -> None:
@@ -132,7 +149,7 @@ class Outbox:
 
     def __init__(self) -> None:
         self.spans = Count()
-        self.points = Count()
+        self.points = Count(latest=True)
         self.span_processors: list[BatchSpanProcessor] = []
 
     def span_processor(self, make: Any, exporter: SpanExporter, *args: Any, **options: Any) -> Any:

@@ -49,7 +49,13 @@ class ScrubbingExporter(SpanExporter):
         self.exporter = exporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.exporter.export([scrub(span) for span in spans])
+        scrubbed = [scrub(span) for span in spans]
+        try:
+            return self.exporter.export(scrubbed)
+        finally:
+            # A failed export's exception can keep this frame alive until a full garbage
+            # collection (see _exit.CountingSpanExporter): do not let it keep the copies too.
+            scrubbed.clear()
 
     def shutdown(self) -> None:
         self.exporter.shutdown()

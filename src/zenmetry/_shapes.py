@@ -49,9 +49,7 @@ _STANDARD_STRINGS = r"[Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z)|(?:[NnBbXxUu]&?)?'(?:[^']|
 _BACKSLASH_STRINGS = r"(?:[NnEeBbXx])?'(?:[^'\\]|''|\\.)*(?:'|\Z)|\"(?:[^\"\\]|\"\"|\\.)*(?:\"|\Z)"
 _TOKENS = re.compile(_LEXER.format(strings=_STANDARD_STRINGS, comments=""), re.VERBOSE | re.DOTALL)
 # MySQL also quotes strings with double quotes (unless ANSI_QUOTES is on).
-_MYSQL_TOKENS = re.compile(
-    _LEXER.format(strings=_BACKSLASH_STRINGS, comments=r"|\#[^\n]*"), re.VERBOSE | re.DOTALL
-)
+_MYSQL_TOKENS = re.compile(_LEXER.format(strings=_BACKSLASH_STRINGS, comments=r"|\#[^\n]*"), re.VERBOSE | re.DOTALL)
 _BACKSLASH_SYSTEMS = frozenset({"mysql", "mariadb"})
 # "(?, ?, ?)" and "(?), (?)" repeat one shape: collapse them so that IN-lists and multi-row
 # VALUES of any length share a key.

@@ -15,6 +15,7 @@ urlpatterns = [
     path("violation/", views.violation),
     path("external/<str:library>/<str:path>/", views.external),
     path("boom/", views.boom),
+    path("pause-in-database/", views.pause_in_database),
     path("cbv/", views.ClassBased.as_view()),
     path("nplusone/", views.n_plus_one),
     path("mongo-nplusone/", views.mongo_n_plus_one),

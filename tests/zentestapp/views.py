@@ -180,3 +180,12 @@ class ClassBased(View):
     def get(self, request: HttpRequest) -> JsonResponse:
         list(Customer.objects.all()[:1])
         return JsonResponse({"ok": True})
+
+
+def pause_in_database(request: HttpRequest) -> JsonResponse:
+    """One query, then one that sleeps in PostgreSQL (``?seconds=``, 5 by default): time for a
+    test to terminate the backend under it."""
+    list(Customer.objects.filter(pk=1))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [float(request.GET.get("seconds", "5"))])
+    return JsonResponse({"slept": True})
