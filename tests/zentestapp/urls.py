@@ -16,6 +16,8 @@ urlpatterns = [
     path("external/<str:library>/<str:path>/", views.external),
     path("boom/", views.boom),
     path("pause-in-database/", views.pause_in_database),
+    path("secrets/", views.secrets),
+    path("secrets/error/", views.secret_error),
     path("cbv/", views.ClassBased.as_view()),
     path("nplusone/", views.n_plus_one),
     path("mongo-nplusone/", views.mongo_n_plus_one),

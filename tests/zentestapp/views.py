@@ -189,3 +189,34 @@ def pause_in_database(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_sleep(%s)", [float(request.GET.get("seconds", "5"))])
     return JsonResponse({"slept": True})
+
+
+def secrets(request: HttpRequest) -> JsonResponse:
+    """Every channel a backend has, each carrying one of the test's canaries (``?name=value``):
+    a literal inlined in raw SQL and a bound parameter, a MongoDB filter value, an outgoing call
+    with credentials in its URL, a query string and an ``Authorization`` header, a task's
+    argument (its result is the same), and the request's body echoed in the response's."""
+    from zentestapp.tasks import echo
+
+    canary = request.GET
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT '{canary['literal']}', %s::text FROM zentestapp_customer WHERE id = 1",
+            [canary["parameter"]],
+        )
+        cursor.fetchone()
+    mongo().catalogue.products.find_one({"sku": canary["mongo"]})
+    external = os.environ["ZEN_TEST_EXTERNAL_URL"].replace("http://", f"http://user:{canary['password']}@")
+    requests.get(
+        f"{external}/ok?api_key={canary['outgoing_query']}",
+        headers={"Authorization": f"Bearer {canary['outgoing_header']}"},
+        timeout=5,
+    )
+    echo.delay(canary["task"])
+    return JsonResponse({"echo": request.body.decode(), "token": canary["response"]})
+
+
+def secret_error(request: HttpRequest) -> JsonResponse:
+    """An exception whose message is built from the request's data."""
+    list(Customer.objects.filter(pk=1))
+    raise ValueError(f"cannot handle {request.GET['error']}")
