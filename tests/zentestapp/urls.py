@@ -17,6 +17,8 @@ urlpatterns = [
     path("boom/", views.boom),
     path("pause-in-database/", views.pause_in_database),
     path("secrets/", views.secrets),
+    path("raw-literal/<int:i>/", views.raw_literal),
+    path("debug/shape-caches/", views.shape_caches),
     path("secrets/error/", views.secret_error),
     path("cbv/", views.ClassBased.as_view()),
     path("nplusone/", views.n_plus_one),

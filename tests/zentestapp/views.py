@@ -220,3 +220,23 @@ def secret_error(request: HttpRequest) -> JsonResponse:
     """An exception whose message is built from the request's data."""
     list(Customer.objects.filter(pk=1))
     raise ValueError(f"cannot handle {request.GET['error']}")
+
+
+def raw_literal(request: HttpRequest, i: int) -> JsonResponse:
+    """Raw SQL with the path's number inlined as literals: one statement text per number."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 'soak-{i}', {i} FROM zentestapp_customer WHERE id = 1")  # noqa: S608
+        cursor.fetchone()
+    return JsonResponse({"i": i})
+
+
+def shape_caches(request: HttpRequest) -> JsonResponse:
+    """The statement-shape caches of this process (for benchmarks/soak.py)."""
+    from zenmetry import _scrub, _shapes
+
+    return JsonResponse(
+        {
+            "sql_shape": _shapes.sql_shape.cache_info()._asdict(),
+            "scrubbed statements": _scrub._statement.cache_info()._asdict(),  # noqa: SLF001
+        }
+    )
