@@ -85,7 +85,6 @@ class TestCollectorFailingForAWhile:
         assert traffic.statuses == [200] * len(traffic.sent)
         assert max(traffic.seconds) < LATENCY_SECONDS
         assert console_units(output) == traffic.expected_console()
-        assert unsent(output) == []  # the collector was back: everything left was sent at exit
         for unit in receiver.units():
             n = int(path_of(unit).strip("/").split("/")[-1])
             assert unit.attributes["zen.db.queries"] == n

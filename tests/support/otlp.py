@@ -52,7 +52,7 @@ def status(code: int) -> Mode:
 
 
 def delay(seconds: float) -> Mode:
-    """Answer each request normally, ``seconds`` after it arrived."""
+    """Answer each request normally, ``seconds`` after it arrived (at once if the mode changes first)."""
     return Mode(f"delay {seconds:g} s", seconds=seconds)
 
 
@@ -153,7 +153,7 @@ class Receiver:
                     self.end_headers()
                     return
                 if mode.seconds:
-                    time.sleep(mode.seconds)
+                    receiver._release.wait(mode.seconds)  # or sooner, once the mode changes
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 if receiver._keep_raw:
@@ -209,11 +209,12 @@ class Receiver:
         self._close()
 
     def switch(self, mode: Mode) -> None:
-        """Behave as ``mode`` from now on; connections held by a black hole are dropped unanswered."""
+        """Behave as ``mode`` from now on: connections held by a black hole are dropped
+        unanswered, delayed answers are given at once."""
         previous, self.mode = self.mode, mode
-        if previous is BLACK_HOLE:
+        if previous is BLACK_HOLE or previous.seconds:
             self._release.set()
-        if mode is BLACK_HOLE:
+        if mode is BLACK_HOLE or mode.seconds:
             self._release.clear()
         if mode is REFUSE and previous is not REFUSE:
             self._close()

@@ -225,7 +225,7 @@ def secret_error(request: HttpRequest) -> JsonResponse:
 def raw_literal(request: HttpRequest, i: int) -> JsonResponse:
     """Raw SQL with the path's number inlined as literals: one statement text per number."""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT 'soak-{i}', {i} FROM zentestapp_customer WHERE id = 1")  # noqa: S608
+        cursor.execute(f"SELECT 'soak-{i}', {i} FROM zentestapp_customer WHERE id = 1")
         cursor.fetchone()
     return JsonResponse({"i": i})
 
@@ -237,6 +237,6 @@ def shape_caches(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {
             "sql_shape": _shapes.sql_shape.cache_info()._asdict(),
-            "scrubbed statements": _scrub._statement.cache_info()._asdict(),  # noqa: SLF001
+            "scrubbed statements": _scrub._statement.cache_info()._asdict(),
         }
     )
