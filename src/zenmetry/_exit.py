@@ -194,16 +194,23 @@ def install(outbox: Outbox) -> None:
     atexit.register(flush, outbox, shutdown=True)
 
 
-def flush(outbox: Outbox | None, *, shutdown: bool = False, timeout_millis: int = FLUSH_TIMEOUT_MILLIS) -> None:
+def flush(
+    outbox: Outbox | None,
+    *,
+    shutdown: bool = False,
+    timeout_millis: int = FLUSH_TIMEOUT_MILLIS,
+    providers: tuple[object, object] | None = None,
+) -> None:
     """Export what the process holds, traces and metrics side by side, waiting at most
     ``timeout_millis`` in all; then warn about what could not be sent.
 
     ``shutdown=True`` shuts the providers down (at exit); otherwise they are flushed (a Celery
-    pool process, which billiard ends with ``os._exit()``).
+    pool process, which billiard ends with ``os._exit()``). ``providers`` (tracer, meter)
+    default to the global ones.
     """
     if outbox is not None:
         outbox.begin()
-    tracer_provider, meter_provider = trace.get_tracer_provider(), metrics.get_meter_provider()
+    tracer_provider, meter_provider = providers or (trace.get_tracer_provider(), metrics.get_meter_provider())
     if shutdown:
         # TracerProvider.shutdown() takes no timeout: its thread is left behind at the deadline.
         steps = [_call(tracer_provider, "shutdown"), _call(meter_provider, "shutdown", timeout_millis=timeout_millis)]
