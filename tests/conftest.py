@@ -92,6 +92,13 @@ def receiver() -> Iterator[Receiver]:
         yield running
 
 
+@pytest.fixture
+def raw_receiver() -> Iterator[Receiver]:
+    """A receiver that also keeps every request body as it arrived."""
+    with Receiver(keep_raw=True) as running:
+        yield running
+
+
 # -- subprocesses ----------------------------------------------------------------------
 
 

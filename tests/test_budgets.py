@@ -100,6 +100,14 @@ class TestBadFile:
             Budgets.from_file(path)
         assert raised.value.problems == [expected_problem(path, problem)]
 
+    def test_a_file_that_is_not_utf8_is_one_problem(self, tmp_path: Path) -> None:
+        """Found by the fuzzer: it raised UnicodeDecodeError instead."""
+        path = tmp_path / "zenmetry.toml"
+        path.write_bytes(b"[http]\nqueries = 3 # \xff\n")
+        with pytest.raises(ConfigError) as raised:
+            Budgets.from_file(path)
+        assert raised.value.problems == [expected_problem(path, "not UTF-8 text (invalid start byte at byte 21)")]
+
     def test_every_problem_of_a_file_is_reported_at_once(self, tmp_path: Path) -> None:
         path = write(tmp_path, "[http]\nqueries = -1\nzz = 1\n[task.\"t\"]\nmemory_mb = 'x'\n")
         with pytest.raises(ConfigError) as raised:

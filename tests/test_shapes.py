@@ -65,6 +65,25 @@ class TestNormalizeSql:
     def test_numbers_with_underscores_are_literals(self) -> None:
         assert normalize_sql("SELECT 1_000_999, 0x_FF, 1_0.5_0") == "SELECT ?, ?, ?"
 
+    def test_binary_and_octal_numbers_are_literals(self) -> None:
+        """PostgreSQL 16 reads ``0b1010`` and ``0o777``: found by the fuzzer, which saw ``?b1010``."""
+        assert normalize_sql("SELECT 0b1010, 0o777, 0B_1") == "SELECT ?, ?, ?"
+
+    def test_a_nested_block_comment_is_removed_whole(self) -> None:
+        """PostgreSQL nests block comments: what follows the inner one's end is still comment
+        (found by the fuzzer: the secret after ``inner */`` was kept)."""
+        statement = "SELECT a /* outer /* inner */ secret-42 */ FROM t"
+        assert normalize_sql(statement, "postgresql") == "SELECT a"
+
+    def test_a_mysql_hash_comment_is_removed(self) -> None:
+        """Found by the fuzzer: MySQL's ``#`` comments were kept."""
+        assert normalize_sql("SELECT a FROM t # secret-42\nWHERE b = 1", "mysql") == "SELECT a FROM t WHERE b = ?"
+
+    def test_undecodable_text_is_exportable(self) -> None:
+        """Lone surrogates (bytes kept with ``surrogateescape``) become ``?``: the OTLP encoder
+        would otherwise drop the attribute with an error."""
+        assert normalize_sql('SELECT "col\udcff" FROM t', "postgresql") == 'SELECT "col?" FROM t'
+
     def test_text_is_at_most_1000_characters(self) -> None:
         statement = "SELECT " + ", ".join(f"column_{i}" for i in range(500)) + " FROM t"
         assert len(normalize_sql(statement)) == MAX_TEXT

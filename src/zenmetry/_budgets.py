@@ -76,10 +76,16 @@ class Budgets:
             text = path.read_text(encoding="utf-8")
         except OSError as error:
             raise ConfigError(f"{where}: cannot be read ({error.strerror or error})") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{where}: not UTF-8 text ({error.reason} at byte {error.start})") from None
         try:
             tables = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{where}: not valid TOML: {error}") from None
+        except RecursionError:
+            raise ConfigError(f"{where}: not valid TOML: arrays or tables nested too deeply") from None
+        except ValueError:  # an integer of more digits than Python converts (4,300)
+            raise ConfigError(f"{where}: not valid TOML: a number has too many digits") from None
         return cls(path, tables)
 
     def _load(self, tables: Mapping[str, Any]) -> None:

@@ -1,26 +1,37 @@
 """The ``zenmetry`` configurator, and ``configure()`` for processes started without the launcher.
 
-It builds the SDK exactly as OpenTelemetry's own configurator does, with four additions:
+It builds the SDK exactly as OpenTelemetry's own configurator does, with five additions:
 the unit processor ahead of the exporting processor, the configured sampler wrapped so that
 metrics stay exact whatever it drops, span exporters wrapped so that no statement literal
-or query-string value is exported, and exporting processors gated so that the DB spans of
-healthy units are summarized by their figures (``ZENMETRY_DB_SPANS``).
+or query-string value is exported, exporting processors gated so that the DB spans of
+healthy units are summarized by their figures (``ZENMETRY_DB_SPANS``), and an exit bounded to
+``_exit.FLUSH_TIMEOUT_MILLIS`` (the OTLP exporters' timeout too, unless the environment sets one).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._configuration import _import_sampler, _OTelSDKConfigurator
-from opentelemetry.sdk.environment_variables import OTEL_TRACES_SAMPLER
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_LOGS_TIMEOUT,
+    OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
+    OTEL_EXPORTER_OTLP_TIMEOUT,
+    OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+    OTEL_TRACES_SAMPLER,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Sampler, _get_from_env_or_default
 
-from zenmetry import _state
+from zenmetry import _exit, _state
 from zenmetry._processor import UnitProcessor
 from zenmetry._sampler import AlwaysRecordSampler
 from zenmetry._scrub import ScrubbingExporter
@@ -29,12 +40,19 @@ logger = logging.getLogger("zenmetry")
 
 OTEL_CONFIG_FILE = "OTEL_CONFIG_FILE"
 
+_TIMEOUTS: Final = (
+    (OTLPSpanExporter, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT),
+    (OTLPMetricExporter, OTEL_EXPORTER_OTLP_METRICS_TIMEOUT),
+    (OTLPLogExporter, OTEL_EXPORTER_OTLP_LOGS_TIMEOUT),
+)
+
 
 class ZenmetryConfigurator(_OTelSDKConfigurator):
     """OpenTelemetry's SDK set-up, plus the unit processor and the always-record sampler."""
 
     def _configure(self, **kwargs: Any) -> None:
         processor = UnitProcessor(_state.settings(exit_on_error=True))
+        outbox = _exit.Outbox()
         if os.environ.get(OTEL_CONFIG_FILE):
             # Declarative configuration ignores configurator arguments: add the processor to
             # whatever provider the file built, and say what is lost.
@@ -55,12 +73,27 @@ class ZenmetryConfigurator(_OTelSDKConfigurator):
             kwargs["sampler"] = AlwaysRecordSampler(kwargs.get("sampler") or _configured_sampler())
             kwargs["span_processors"] = [processor, *kwargs.get("span_processors", ())]
             export_processor = kwargs.get("export_span_processor") or BatchSpanProcessor
-            # Each exporting processor is gated: a healthy unit's DB spans never reach it.
+            # Each exporting processor is counted (for the exit's warning) and gated: a healthy
+            # unit's DB spans never reach it.
             kwargs["export_span_processor"] = lambda exporter, *args, **options: processor.gate(
-                export_processor(ScrubbingExporter(exporter), *args, **options)
+                outbox.span_processor(export_processor, ScrubbingExporter(exporter), *args, **options)
             )
+            kwargs["exporter_args_map"] = _bounded_timeouts(kwargs.get("exporter_args_map"))
             super()._configure(**kwargs)
+        outbox.watch_metrics(metrics.get_meter_provider())
+        _exit.install(outbox)
+        _state.state.outbox = outbox
         _state.state.processor = processor
+
+
+def _bounded_timeouts(given: Mapping[type, Mapping[str, Any]] | None) -> dict[type, dict[str, Any]]:
+    """The OTLP/HTTP exporters' arguments with their timeout set to the exit bound, for each
+    signal whose timeout the environment does not set (the exporters read it in seconds)."""
+    arguments = {exporter: dict(options) for exporter, options in (given or {}).items()}
+    for exporter, variable in _TIMEOUTS:
+        if not os.environ.get(variable) and not os.environ.get(OTEL_EXPORTER_OTLP_TIMEOUT):
+            arguments.setdefault(exporter, {}).setdefault("timeout", _exit.FLUSH_TIMEOUT_MILLIS / 1000)
+    return arguments
 
 
 def _configured_sampler() -> Sampler:

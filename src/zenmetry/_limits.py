@@ -140,9 +140,15 @@ def _problem(key: str, value: Any) -> str | None:
     expected = "a non-negative integer" if limit.count else "a non-negative number"
     if isinstance(value, bool) or not isinstance(value, int | float) or (limit.count and isinstance(value, float)):
         return f"expected {expected}, got {value!r} ({type(value).__name__})"
-    if not math.isfinite(value) or value < 0:
+    if value < 0 or (isinstance(value, float) and not math.isfinite(value)):
         return f"expected {expected}, got {value!r}"
+    if value > _LARGEST:
+        return f"expected {expected} up to 1e300, got a larger one"
     return None
+
+
+_LARGEST: Final = 10**300
+"""Larger limits are refused: every limit must convert to a float (``checks``)."""
 
 
 def formatted(name: str, value: Number) -> str:

@@ -145,6 +145,8 @@ class UnitProcessor(SpanProcessor):
                 statement = attributes.get(_DB_QUERY_TEXT) or attributes.get(_DB_STATEMENT)
                 if statement.__class__ is str and statement:
                     shape = sql_shape(statement, system)
+                elif statement.__class__ is bytes and statement:
+                    shape = sql_shape(statement.decode("utf-8", "replace"), system)
             elif shape is NO_SHAPE:
                 shape = None
             for unit in units:

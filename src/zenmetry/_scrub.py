@@ -49,7 +49,13 @@ class ScrubbingExporter(SpanExporter):
         self.exporter = exporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.exporter.export([scrub(span) for span in spans])
+        scrubbed = [scrub(span) for span in spans]
+        try:
+            return self.exporter.export(scrubbed)
+        finally:
+            # A failed export's exception can keep this frame alive until a full garbage
+            # collection (see _exit.CountingSpanExporter): do not let it keep the copies too.
+            scrubbed.clear()
 
     def shutdown(self) -> None:
         self.exporter.shutdown()
@@ -64,10 +70,14 @@ def scrub(span: ReadableSpan) -> ReadableSpan:
     changed: dict[str, Any] = {}
     for key in _STATEMENTS:
         value = attributes.get(key)
+        if isinstance(value, bytes):
+            # OpenTelemetry keeps bytes attributes as bytes (OTLP bytes_value): scrub the text.
+            value = value.decode("utf-8", "replace")
+            changed[key] = value
         if isinstance(value, str):
             system = attributes.get(_names.DB_SYSTEM_NAME) or attributes.get(_names.DB_SYSTEM) or ""
             clean = _statement(value, str(system))
-            if clean != value:
+            if clean != value or key in changed:
                 changed[key] = clean
     for key in _URLS:
         value = attributes.get(key)

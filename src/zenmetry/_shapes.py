@@ -30,22 +30,26 @@ _MAX_INPUT = 20_000
 # strings run to the end of the text when unterminated, so a hostile statement cannot
 # smuggle a literal out by leaving its quote open. Backslash escapes exist in PostgreSQL's
 # E'' strings and in every MySQL string; elsewhere a backslash is an ordinary character.
+# PostgreSQL nests block comments (``/* a /* b */ c */`` is one comment): a comment that
+# opens another before it closes runs to the end of the text, as an unterminated one does.
+# MySQL also starts a comment with ``#``.
 _LEXER = r"""
-      (?P<comment>/\*.*?(?:\*/|\Z)|--[^\n]*)
+      (?P<comment>/\*(?:(?!/\*|\*/).)*\*/|/\*.*\Z|--[^\n]*{comments})
     | (?P<string>{strings})
     | (?P<dollar>\$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?(?:\$(?P=tag)\$|\Z))
     | (?P<ident>"(?:[^"]|"")*"|`(?:[^`]|``)*`)
     | (?P<unterminated>["`].*\Z)
     | (?P<placeholder>%\(\w+\)s|%s|\$\d+|\?\d*|(?<![:\w]):[A-Za-z_]\w*)
-    | (?P<number>(?<![\w$.])(?:0[xX][0-9a-fA-F_]+|\d[\d_]*\.?[\d_]*(?:[eE][-+]?\d+)?|\.\d[\d_]*(?:[eE][-+]?\d+)?))
+    | (?P<number>(?<![\w$.])(?:0[xX][0-9a-fA-F_]+|0[bB][01_]+|0[oO][0-7_]+
+                               |\d[\d_]*\.?[\d_]*(?:[eE][-+]?\d+)?|\.\d[\d_]*(?:[eE][-+]?\d+)?))
     | (?P<word>[A-Za-z_][\w$]*)
     | (?P<space>\s+)
 """
 _STANDARD_STRINGS = r"[Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z)|(?:[NnBbXxUu]&?)?'(?:[^']|'')*(?:'|\Z)"
 _BACKSLASH_STRINGS = r"(?:[NnEeBbXx])?'(?:[^'\\]|''|\\.)*(?:'|\Z)|\"(?:[^\"\\]|\"\"|\\.)*(?:\"|\Z)"
-_TOKENS = re.compile(_LEXER.format(strings=_STANDARD_STRINGS), re.VERBOSE | re.DOTALL)
+_TOKENS = re.compile(_LEXER.format(strings=_STANDARD_STRINGS, comments=""), re.VERBOSE | re.DOTALL)
 # MySQL also quotes strings with double quotes (unless ANSI_QUOTES is on).
-_MYSQL_TOKENS = re.compile(_LEXER.format(strings=_BACKSLASH_STRINGS), re.VERBOSE | re.DOTALL)
+_MYSQL_TOKENS = re.compile(_LEXER.format(strings=_BACKSLASH_STRINGS, comments=r"|\#[^\n]*"), re.VERBOSE | re.DOTALL)
 _BACKSLASH_SYSTEMS = frozenset({"mysql", "mariadb"})
 # "(?, ?, ?)" and "(?), (?)" repeat one shape: collapse them so that IN-lists and multi-row
 # VALUES of any length share a key.
@@ -81,8 +85,14 @@ def normalize_sql(statement: str, system: str = "") -> str:
     """
     tokens = _MYSQL_TOKENS if system in _BACKSLASH_SYSTEMS else _TOKENS
     text = tokens.sub(_sqlite_token if system == "sqlite" else _token, statement[:_MAX_INPUT])
-    text = _LIST.sub("(?)", " ".join(text.split()))
-    return text[:MAX_TEXT]
+    text = _LIST.sub("(?)", " ".join(text.split()))[:MAX_TEXT]
+    return text if text.isascii() else exportable(text)
+
+
+def exportable(text: str) -> str:
+    """``text`` with lone surrogates (undecodable bytes, as ``surrogateescape`` keeps them)
+    replaced by ``?``: the OTLP encoder drops an attribute it cannot encode as UTF-8."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 @lru_cache(maxsize=4096)

@@ -1,5 +1,5 @@
-"""zenmetry's global state, all of it: this process's settings, its unit processor, and what
-was done once per process.
+"""zenmetry's global state, all of it: this process's settings, its unit processor, what its
+exporters did not deliver, and what was done once per process.
 
 The launcher calls the distro, then the configurator, then loads the instrumentors; the
 hooks the integrations hand to instrumentors find the processor here. Nothing else in
@@ -21,6 +21,7 @@ from zenmetry._errors import ConfigError
 from zenmetry._settings import Settings
 
 if TYPE_CHECKING:  # the processor's hooks import this module
+    from zenmetry._exit import Outbox
     from zenmetry._processor import UnitProcessor
 
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:  # the processor's hooks import this module
 class _State:
     settings: Settings | None = None
     processor: UnitProcessor | None = None
+    outbox: Outbox | None = None
+    """What the exporters were handed and did not deliver, for the bounded flush at exit."""
     patched: set[str] = field(default_factory=set)
     """What was wrapped or connected once per process (libraries, Celery's signals)."""
     reported: set[str] = field(default_factory=set)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from zenmetry._shapes import MAX_TEXT
 from zenmetry.integrations.pymongo import mongo_shape
 
 
@@ -44,3 +45,15 @@ class TestMongoShape:
     def test_twelve_lookups_with_different_values_share_one_shape(self) -> None:
         shapes = {mongo_shape({"find": "products", "filter": {"sku": f"SKU-{i}"}, "limit": 1}) for i in range(12)}
         assert shapes == {('products.find {"sku": ?}', 'products.find {"sku": ?}')}
+
+    def test_a_document_nested_deeper_than_twenty_levels_is_cut(self) -> None:
+        """Found by the fuzzer: a filter 2,000 levels deep raised RecursionError in the request hook."""
+        document: dict[str, object] = {"a": "secret"}
+        for _ in range(2_000):
+            document = {"a": document}
+        text = mongo_shape({"find": "c", "filter": document})[1]
+        assert text == "c.find " + '{"a": ' * 20 + "{...}" + "}" * 20
+
+    def test_a_huge_document_stops_at_the_shape_length(self) -> None:
+        text = mongo_shape({"find": "c", "filter": {f"field{i}": i for i in range(100_000)}})[1]
+        assert (len(text), text[:28]) == (MAX_TEXT, 'c.find {"field0": ?, "field1')

@@ -58,11 +58,18 @@ BAD_FILES = [
         'top-level key \'queries\': limits go in a table; allowed: [http], [task], [http."<route>"] and [task."<task name>"]',
     ),
     ("[http\nqueries = 3\n", "not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 6)"),
+    # Found by the fuzzer: each raised something else than ConfigError.
+    ("a = " + "[" * 100_000, "not valid TOML: arrays or tables nested too deeply"),
+    ("[http]\nqueries = " + "9" * 5_000 + "\n", "not valid TOML: a number has too many digits"),
+    (
+        "[http]\nqueries = 1" + "0" * 400 + "\n",
+        "entry [http], key 'queries': expected a non-negative integer up to 1e300, got a larger one",
+    ),
 ]
 
 
 def expected_problem(path: Path, problem: str) -> str:
-    separator = ": " if problem.startswith("not valid") else ", "
+    separator = ": " if problem.startswith(("not valid", "not UTF-8")) else ", "
     return f"budget file '{path}'{separator}{problem}"
 
 

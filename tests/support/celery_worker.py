@@ -96,5 +96,13 @@ class Worker:
         return output
 
 
+def send_via(broker: str, task_queue: str, name: str, *args: object) -> None:
+    """Send a task by name through ``broker`` (a fresh connection: the broker may have restarted)."""
+    from zentestapp.celery_app import app
+
+    with app.connection_for_write(broker) as connection:
+        app.send_task(name, args=list(args), queue=task_queue, connection=connection)
+
+
 def units_named(receiver: Receiver, name: str) -> list:
     return [unit for unit in receiver.units() if unit.attributes["zen.unit.name"] == name]

@@ -9,10 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -93,10 +94,24 @@ def track(process: subprocess.Popen[str]) -> subprocess.Popen[str]:
 
 @dataclass
 class Server:
-    """A server process of the test project; ``stop()`` ends it gracefully so it flushes."""
+    """A server process of the test project; ``stop()`` ends it gracefully so it flushes.
+
+    What it prints is read as it comes (a full pipe would block it) and kept in ``lines``.
+    """
 
     process: subprocess.Popen[str]
     url: str
+    lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
 
     def get(self, path: str, timeout: float = 30) -> tuple[int, bytes]:
         try:
@@ -105,16 +120,25 @@ class Server:
         except urllib.error.HTTPError as error:
             return error.code, error.read()
 
-    def stop(self, how: signal.Signals = signal.SIGTERM) -> str:
+    def output(self) -> str:
+        """Everything it printed so far."""
+        return "".join(self.lines)
+
+    def stop(self, how: signal.Signals = signal.SIGTERM, timeout: float = 30) -> str:
         """Stop gracefully (providers flush at exit); return everything it printed, after
         checking that zenmetry swallowed no internal error in the process."""
         if self.process.poll() is None:
             self.process.send_signal(how)
         try:
-            output, _ = self.process.communicate(timeout=30)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            output, _ = self.process.communicate()
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        assert self.reader is not None
+        self.reader.join(timeout=10)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        output = self.output()
         assert_no_internal_error(output)
         return output
 

@@ -57,3 +57,17 @@ def retries(self) -> str:  # type: ignore[no-untyped-def]
     if self.request.retries < 2:
         raise self.retry(countdown=0)
     return "done"
+
+
+@app.task(name="zentestapp.tasks.echo")
+def echo(secret: str) -> str:
+    """One query with ``secret`` as its parameter; returns it."""
+    list(Customer.objects.filter(name=secret))
+    return secret
+
+
+@app.task(name="zentestapp.tasks.fails_with")
+def fails_with(secret: str) -> None:
+    """One query, then a failure whose message holds ``secret``."""
+    list(Customer.objects.filter(pk=1))
+    raise RuntimeError(f"cannot handle {secret}")

@@ -195,3 +195,63 @@ class ClassBased(View):
     def get(self, request: HttpRequest) -> JsonResponse:
         list(Customer.objects.all()[:1])
         return JsonResponse({"ok": True})
+
+
+def pause_in_database(request: HttpRequest) -> JsonResponse:
+    """One query, then one that sleeps in PostgreSQL (``?seconds=``, 5 by default): time for a
+    test to terminate the backend under it."""
+    list(Customer.objects.filter(pk=1))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [float(request.GET.get("seconds", "5"))])
+    return JsonResponse({"slept": True})
+
+
+def secrets(request: HttpRequest) -> JsonResponse:
+    """Every channel a backend has, each carrying one of the test's canaries (``?name=value``):
+    a literal inlined in raw SQL and a bound parameter, a MongoDB filter value, an outgoing call
+    with credentials in its URL, a query string and an ``Authorization`` header, a task's
+    argument (its result is the same), and the request's body echoed in the response's."""
+    from zentestapp.tasks import echo
+
+    canary = request.GET
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT '{canary['literal']}', %s::text FROM zentestapp_customer WHERE id = 1",
+            [canary["parameter"]],
+        )
+        cursor.fetchone()
+    mongo().catalogue.products.find_one({"sku": canary["mongo"]})
+    external = os.environ["ZEN_TEST_EXTERNAL_URL"].replace("http://", f"http://user:{canary['password']}@")
+    requests.get(
+        f"{external}/ok?api_key={canary['outgoing_query']}",
+        headers={"Authorization": f"Bearer {canary['outgoing_header']}"},
+        timeout=5,
+    )
+    echo.delay(canary["task"])
+    return JsonResponse({"echo": request.body.decode(), "token": canary["response"]})
+
+
+def secret_error(request: HttpRequest) -> JsonResponse:
+    """An exception whose message is built from the request's data."""
+    list(Customer.objects.filter(pk=1))
+    raise ValueError(f"cannot handle {request.GET['error']}")
+
+
+def raw_literal(request: HttpRequest, i: int) -> JsonResponse:
+    """Raw SQL with the path's number inlined as literals: one statement text per number."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 'soak-{i}', {i} FROM zentestapp_customer WHERE id = 1")
+        cursor.fetchone()
+    return JsonResponse({"i": i})
+
+
+def shape_caches(request: HttpRequest) -> JsonResponse:
+    """The statement-shape caches of this process (for benchmarks/soak.py)."""
+    from zenmetry import _scrub, _shapes
+
+    return JsonResponse(
+        {
+            "sql_shape": _shapes.sql_shape.cache_info()._asdict(),
+            "scrubbed statements": _scrub._statement.cache_info()._asdict(),
+        }
+    )

@@ -4,17 +4,13 @@ pool process needs before it exits.
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any, Final
 
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 
-from zenmetry import _guard, _names, _state
+from zenmetry import _exit, _guard, _names, _state
 from zenmetry._budgets import budget_of
 from zenmetry.integrations import Integration
-
-FLUSH_TIMEOUT_MILLIS = 5_000
 
 
 class CeleryIntegration(Integration):
@@ -77,28 +73,10 @@ def _flush(**_: Any) -> None:
     billiard ends pool processes with ``os._exit()``, so the SDK's exit handlers never run:
     without this, every span and metric point of a process recycled by
     ``--max-tasks-per-child`` is lost (opentelemetry-python-contrib #4916). Traces and metrics
-    flush side by side, and the process waits for them at most ``FLUSH_TIMEOUT_MILLIS`` in
-    all: the OTLP exporters' own timeouts and retries are longer, and a collector that is down
-    must delay a recycled process by seconds, not minutes.
+    flush side by side, and the process waits for them at most ``_exit.FLUSH_TIMEOUT_MILLIS``
+    in all: a collector that is down must delay a recycled process by seconds, not minutes.
     """
-    flushes = [
-        threading.Thread(target=_flush_one, args=(provider,), name="zenmetry-flush", daemon=True)
-        for provider in (trace.get_tracer_provider(), metrics.get_meter_provider())
-    ]
-    deadline = time.monotonic() + FLUSH_TIMEOUT_MILLIS / 1000
-    for flush in flushes:
-        flush.start()
-    for flush in flushes:
-        flush.join(max(deadline - time.monotonic(), 0))
-
-
-def _flush_one(provider: Any) -> None:
-    try:
-        force_flush = getattr(provider, "force_flush", None)
-        if force_flush is not None:
-            force_flush(timeout_millis=FLUSH_TIMEOUT_MILLIS)
-    except Exception:  # noqa: BLE001
-        _guard.swallow("the flush before a Celery pool process exits")
+    _exit.flush(_state.state.outbox)
 
 
 def _task_span(task: Any, task_id: str | None) -> Any:

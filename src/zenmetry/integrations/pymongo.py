@@ -15,11 +15,14 @@ import wrapt
 
 from zenmetry import _guard, _state
 from zenmetry._findings import Finding
-from zenmetry._shapes import MAX_TEXT, NO_SHAPE
+from zenmetry._shapes import MAX_TEXT, NO_SHAPE, exportable
 from zenmetry.integrations import Integration, report
 
 _MAX_ITEMS = 20
 """A list of documents (``$or``, a pipeline) shows at most its first 20 shapes."""
+
+_MAX_DEPTH = 20
+"""Documents nested deeper show ``{...}``: the shape stays cheap and its recursion bounded."""
 
 
 class PymongoIntegration(Integration):
@@ -107,16 +110,27 @@ def mongo_shape(command: Mapping[str, Any]) -> tuple[str, str]:
                 parts.append(_value_shape(command[field]))
                 break
     text = " ".join(parts)[:MAX_TEXT]
+    text = text if text.isascii() else exportable(text)
     return text, text
 
 
-def _value_shape(value: Any) -> str:
+def _value_shape(value: Any, depth: int = 0) -> str:
     if isinstance(value, Mapping):
-        inner = ", ".join(f'"{key}": {_value_shape(item)}' for key, item in value.items())
-        return "{" + inner + "}"
+        if depth == _MAX_DEPTH:
+            return "{...}"
+        inner: list[str] = []
+        length = 0
+        for key, item in value.items():
+            inner.append(f'"{key}": {_value_shape(item, depth + 1)}')
+            length += len(inner[-1]) + 2
+            if length > MAX_TEXT:
+                break  # the text is cut at MAX_TEXT: a huge document costs no more than that
+        return "{" + ", ".join(inner) + "}"
     if isinstance(value, (list, tuple)):
         # A list of documents keeps its first document's shape; a list of values is one "?".
         if value and isinstance(value[0], Mapping):
-            return "[" + ", ".join(_value_shape(item) for item in value[:_MAX_ITEMS]) + "]"
+            if depth == _MAX_DEPTH:
+                return "[...]"
+            return "[" + ", ".join(_value_shape(item, depth + 1) for item in value[:_MAX_ITEMS]) + "]"
         return "[?]"
     return "?"
