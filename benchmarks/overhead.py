@@ -61,7 +61,7 @@ class Server:
     name: str
     process: subprocess.Popen[bytes]
     port: int
-    sink: _Sink
+    sink: Sink
     # Per page: CPU seconds per request and requests per second of each round, and the totals
     # of requests, spans and bytes the sink received.
     cpu_per_request: dict[str, list[float]] = field(default_factory=dict)
@@ -90,8 +90,8 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=50_000, help="requests of the RSS run (0 to skip)")
     args = parser.parse_args()
 
-    _prepare_database()
-    _install_plain_distro()
+    prepare_database()
+    install_plain_distro()
     modes = {
         "none": ({}, False),
         "plain": (
@@ -125,7 +125,7 @@ def main() -> None:
     }
     if len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, CLIENT_CPUS)  # this process holds the sinks: beside the client
-    servers = [_start(name, _Sink(), extra, launcher) for name, (extra, launcher) in modes.items()]
+    servers = [_start(name, Sink(), extra, launcher) for name, (extra, launcher) in modes.items()]
     try:
         for server in servers:
             for path in PAGES:
@@ -247,7 +247,7 @@ def _rss_run(server: Server, requests: int) -> None:
 # -- set-up -------------------------------------------------------------------------------
 
 
-def _environment(**extra: str) -> dict[str, str]:
+def environment(**extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "ZENMETRY_"))}
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
@@ -259,7 +259,7 @@ def _environment(**extra: str) -> dict[str, str]:
     return env
 
 
-def _prepare_database() -> None:
+def prepare_database() -> None:
     import psycopg
 
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin:
@@ -267,11 +267,11 @@ def _prepare_database() -> None:
         admin.execute(f"CREATE DATABASE {DATABASE}")
     for command in (["migrate", "--verbosity", "0"], ["seed"]):
         subprocess.run(
-            [sys.executable, "manage.py", *command], cwd=SHOP, env=_environment(), check=True, capture_output=True
+            [sys.executable, "manage.py", *command], cwd=SHOP, env=environment(), check=True, capture_output=True
         )
 
 
-def _install_plain_distro() -> None:
+def install_plain_distro() -> None:
     if not (PLAIN / "opentelemetry" / "distro").is_dir():
         subprocess.run(
             [
@@ -289,7 +289,7 @@ def _install_plain_distro() -> None:
         )
 
 
-def _start(name: str, sink: _Sink, extra: dict[str, str], launcher: bool) -> Server:
+def _start(name: str, sink: Sink, extra: dict[str, str], launcher: bool) -> Server:
     port = _free_port()
     command = [
         str(BIN / "gunicorn"),
@@ -303,7 +303,7 @@ def _start(name: str, sink: _Sink, extra: dict[str, str], launcher: bool) -> Ser
     ]
     if launcher:
         command = [str(BIN / "opentelemetry-instrument"), *command]
-    env = _environment(
+    env = environment(
         OTEL_SERVICE_NAME=f"bench-{name}",
         OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
         OTEL_BSP_SCHEDULE_DELAY="200",
@@ -349,7 +349,7 @@ def _client(port: int, path: str, requests: int, queue: Queue[float]) -> None:
     queue.put(time.perf_counter() - start)
 
 
-class _Sink:
+class Sink:
     """An OTLP/HTTP endpoint that counts and discards, standing where the collector would."""
 
     def __init__(self) -> None:
