@@ -116,7 +116,8 @@ def generic() -> None:
     shop.tags.create(label="b")
     assert sorted(tag.label for tag in shop.tags.all()) == ["a", "b"]
     tag = Tag.objects.filter(object_id=shop.pk).order_by("pk").first()
-    assert tag is not None and tag.content_object == shop
+    assert tag is not None
+    assert tag.content_object == shop
     shop.tags.all().delete()
 
 

@@ -59,7 +59,7 @@ def _start(tracer: CursorTracer[Any], target: Any, statement: str, *, current: b
 
 def _populate(tracer: CursorTracer[Any], span: Any, target: Any, statement: str) -> None:
     try:
-        tracer._populate_span(span, target, statement)  # noqa: SLF001
+        tracer._populate_span(span, target, statement)  # type: ignore[arg-type]  # noqa: SLF001
     except Exception:  # noqa: BLE001
         _guard.swallow("a DB span's attributes")
 
@@ -72,7 +72,9 @@ def call_in_span(tracer: CursorTracer[Any], target: Any, statement: str, call: C
         return call()
 
 
-def spanned(tracer: CursorTracer[Any], target: Any, statement: str, generator: Generator[Any, Any, T]) -> Generator[Any, Any, T]:
+def spanned(
+    tracer: CursorTracer[Any], target: Any, statement: str, generator: Generator[Any, Any, T]
+) -> Generator[Any, Any, T]:
     """``generator`` (psycopg's generator of one round trip) inside a DB span of its own.
 
     The span is not made current: nothing runs inside it but the driver waiting on its

@@ -55,7 +55,7 @@ def _integration() -> DatabaseApiIntegration:
         PsycopgInstrumentor._DATABASE_SYSTEM,  # noqa: SLF001
         connection_attributes=PsycopgInstrumentor._CONNECTION_ATTRIBUTES,  # noqa: SLF001
         version=__version__,
-        connect_module=psycopg,
+        connect_module=psycopg,  # type: ignore[arg-type]
         **_options,
     )
 
@@ -77,7 +77,7 @@ class PsycopgIntegration(Integration):
         for owner in (psycopg, psycopg.Connection, psycopg.AsyncConnection):
             wrapper = vars(owner).get("connect")
             if isinstance(wrapper, wrapt.BaseObjectProxy):
-                setattr(owner, "connect", wrapper.__wrapped__)
+                setattr(owner, "connect", wrapper.__wrapped__)  # noqa: B010
         trace_psycopg()
 
 
@@ -119,7 +119,7 @@ async def _statement_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) 
     return await tracer.traced_execution_async(instance, wrapped, *args, **kwargs)
 
 
-def _prepare(cursor: Any) -> tuple[CursorTracer | None, Any, list[Any]]:
+def _prepare(cursor: Any) -> tuple[Any, Any, list[Any]]:
     """The tracer, connection and round trips to send first for a statement on ``cursor``;
     no tracer when the statement is not to be traced on its own."""
     try:
