@@ -102,9 +102,14 @@ def _statement(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         return wrapped(*args, **kwargs)
     if ahead:
         # Errors here are the statement's own (its BEGIN failed): the application gets them.
-        with connection.lock:
-            for generator in ahead:
-                connection.wait(generator)
+        try:
+            with connection.lock:
+                for generator in ahead:
+                    connection.wait(generator)
+        except psycopg.Error:
+            raise
+        except Exception:  # noqa: BLE001 - not the database's: psycopg sends what is left, as usual
+            _guard.swallow("the psycopg round trips ahead of a statement")
     return tracer.traced_execution(instance, wrapped, *args, **kwargs)
 
 
@@ -113,9 +118,14 @@ async def _statement_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) 
     if tracer is None:
         return await wrapped(*args, **kwargs)
     if ahead:
-        async with connection.lock:
-            for generator in ahead:
-                await connection.wait(generator)
+        try:
+            async with connection.lock:
+                for generator in ahead:
+                    await connection.wait(generator)
+        except psycopg.Error:
+            raise
+        except Exception:  # noqa: BLE001
+            _guard.swallow("the psycopg round trips ahead of a statement")
     return await tracer.traced_execution_async(instance, wrapped, *args, **kwargs)
 
 

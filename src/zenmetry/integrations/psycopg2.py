@@ -167,8 +167,13 @@ def _begin_first(connection: Any, cursor: Any) -> None:
     except Exception:  # noqa: BLE001
         _guard.swallow("the psycopg2 BEGIN")
         return
-    # The C method itself, not a subclass's override of it.
-    call_in_span(tracer, cursor, statement, lambda: psycopg2.extensions.connection.lobject(connection, 1, "n"))
+    try:
+        # The C method itself, not a subclass's override of it.
+        call_in_span(tracer, cursor, statement, lambda: psycopg2.extensions.connection.lobject(connection, 1, "n"))
+    except psycopg2.Error:
+        raise
+    except Exception:  # noqa: BLE001 - not the database's: psycopg2 sends the BEGIN itself, as usual
+        _guard.swallow("the psycopg2 BEGIN")
 
 
 def _begin_statement(connection: Any) -> str:
