@@ -48,6 +48,7 @@ AGREED = {
         *("SELECT", "SELECT", "SELECT"),  # the restaurant; the place; its restaurant
         *("BEGIN", "DELETE", "DELETE", "COMMIT"),
     ],
+    "transactions": ["BEGIN", "SELECT", "COMMIT"] * 6,
     "generic": [
         *("INSERT", "INSERT", "INSERT"),
         *("SELECT", "SELECT", "SELECT"),  # the tags; the first tag; its shop
@@ -100,6 +101,19 @@ class TestBlocks:
             *("INSERT", "BEGIN", "INSERT", "COMMIT"),
             *("SELECT", "FETCH", "FETCH", "FETCH", "FETCH", "CLOSE"),
         ]
+
+    def test_transactions_and_fetches_are_no_repeated_statement(self, zen: Harness, client: Client) -> None:
+        """Six transactions (BEGIN and COMMIT six times each) and a cursor read in 7 chunks count
+        every round trip, and no statement ran more than once: no repeated-query event."""
+        client.get("/count/block/transactions/")
+        client.get("/count/block/long_iterator/")
+        transactions, iterated = zen.units()
+        assert transactions.attributes["zen.db.queries"] == 18
+        assert iterated.attributes["zen.db.queries"] == 1 + 3 + 1 + 7 + 1
+        for unit in (transactions, iterated):
+            assert unit.attributes["zen.db.repeated_max"] == 1
+            assert "zen.budget.breached" not in unit.attributes
+            assert [event.name for event in unit.events] == []
 
     def test_an_empty_transaction_is_no_round_trip(self, zen: Harness, client: Client) -> None:
         """``atomic()`` around nothing: Django logs BEGIN and COMMIT, the driver sends neither

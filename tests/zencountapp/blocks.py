@@ -121,6 +121,29 @@ def generic() -> None:
     shop.tags.all().delete()
 
 
+def transactions() -> None:
+    """Six transactions of one SELECT each, all different: 18 round trips, each statement once.
+    BEGIN and COMMIT repeat by design: not a repeated statement."""
+    for model, lookup in (
+        (Shop, {"name": "x"}),
+        (Place, {"name": "x"}),
+        (Product, {"name": "x"}),
+        (Line, {"quantity": 0}),
+        (Tag, {"label": "x"}),
+        (Restaurant, {"serves_pizza": True}),
+    ):
+        with transaction.atomic():
+            model.objects.filter(**lookup).exists()  # type: ignore[attr-defined]
+
+
+def long_iterator() -> None:
+    """12 rows read 2 at a time: 7 FETCH of one cursor are one query read in chunks, not a
+    repeated statement."""
+    shop = Shop.objects.create(name="long")
+    Product.objects.bulk_create([Product(shop=shop, name=f"l{i}") for i in range(12)])
+    assert len(list(Product.objects.filter(shop=shop).iterator(chunk_size=2))) == 12
+
+
 def iterator() -> None:
     """A server-side cursor over 5 rows, 2 at a time: one statement for Django; DECLARE, 4
     FETCH (2, 2, 1 and 0 rows: the ORM reads until a fetch comes back empty) and CLOSE for the
@@ -144,6 +167,8 @@ BLOCKS: dict[str, Callable[[], None]] = {
         cascade_delete,
         inheritance,
         generic,
+        transactions,
+        long_iterator,
         iterator,
     )
 }

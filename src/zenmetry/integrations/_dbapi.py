@@ -3,7 +3,10 @@
 Shared by the psycopg and psycopg2 integrations: a span made here has the name, kind and
 attributes the instrumentation's ``CursorTracer`` gives its own (``db.system``, ``db.name``,
 ``db.statement``, ``db.user``, ``net.peer.*``), so the processor, the export guard and the
-verdict treat it like any other DB call.
+verdict treat it like any other DB call. These round trips (``BEGIN``, ``COMMIT``,
+``ROLLBACK``, a cursor's ``FETCH``, ``MOVE`` and ``CLOSE``, psycopg's own savepoints) repeat by
+design: they count as DB calls, never as a repeated statement (``NO_SHAPE``), as a MongoDB
+``getMore`` does not. Six transactions are not an N+1, nor is a large result read in chunks.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.dbapi import CursorTracer, DatabaseApiIntegration
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from zenmetry import _guard
+from zenmetry import _guard, _state
+from zenmetry._shapes import NO_SHAPE
 
 T = TypeVar("T")
 _CLIENT: Final = SpanKind.CLIENT
@@ -60,6 +64,9 @@ def _start(tracer: CursorTracer[Any], target: Any, statement: str, *, current: b
 def _populate(tracer: CursorTracer[Any], span: Any, target: Any, statement: str) -> None:
     try:
         tracer._populate_span(span, target, statement)  # type: ignore[arg-type]  # noqa: SLF001
+        processor = _state.processor()
+        if processor is not None:
+            processor.note_shape(span, NO_SHAPE)
     except Exception:  # noqa: BLE001
         _guard.swallow("a DB span's attributes")
 
