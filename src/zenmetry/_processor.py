@@ -95,20 +95,25 @@ class UnitProcessor(SpanProcessor):
 
     # -- the hot path ------------------------------------------------------------------
 
+    # The hot path reads the SDK's span fields (``_parent``, ``_kind``, ``_context``, ``_start_time``,
+    # ``_end_time``) and a SpanContext's items (``[1]`` span id, ``[2]`` is_remote) instead of
+    # their properties: a property is a function call, and these run for every span. The SDK
+    # sets them in ``ReadableSpan.__init__`` (were one renamed, every unit test would fail).
+
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            parent = span.parent
-            enclosing = self._open.get(parent.span_id) if parent is not None and not parent.is_remote else None
-            kind = span.kind
+            parent = span._parent
+            enclosing = self._open.get(parent[1]) if parent is not None and not parent[2] else None
+            kind = span._kind
             if kind is _SERVER:
                 unit_kind = _names.KIND_HTTP
             elif kind is _CONSUMER and span.instrumentation_scope.name == CELERY_SCOPE:  # type: ignore[union-attr]
                 unit_kind = _names.KIND_TASK
             else:
                 if enclosing is not None:
-                    self._open[span.context.span_id] = enclosing
+                    self._open[span._context[1]] = enclosing  # type: ignore[index]
                 return
-            span_id = span.context.span_id
+            span_id = span._context[1]  # type: ignore[index]
             unit = OpenUnit(unit_kind, span, span.start_time or time.time_ns(), _memory.rss())
             if self._keep_statements:
                 unit.statements = []
@@ -122,13 +127,13 @@ class UnitProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            span_id = span.context.span_id
+            span_id = span._context[1]  # type: ignore[index]
             units = self._open.pop(span_id, None)
             if units is None:
                 return
             if self._no_timeout:
                 self._no_timeout.discard(span_id)
-            if span.kind is _CLIENT:
+            if span._kind is _CLIENT:
                 self._add_call(span, span_id, units)
             elif units[-1].span_id == span_id and not units[-1].finished:
                 self._complete(units[-1], None, *_from_ended(span), None)
@@ -137,7 +142,7 @@ class UnitProcessor(SpanProcessor):
 
     def _add_call(self, span: ReadableSpan, span_id: int, units: tuple[OpenUnit, ...]) -> None:
         attributes = plain_attributes(span)
-        duration = (span.end_time or 0) - (span.start_time or 0)
+        duration = (span._end_time or 0) - (span._start_time or 0)
         system = attributes.get(_DB_SYSTEM_NAME) or attributes.get(_DB_SYSTEM)
         if system:
             shape = self._shapes.pop(span_id, None) if self._shapes else None
@@ -170,7 +175,9 @@ class UnitProcessor(SpanProcessor):
 
     def _hold(self, span: ReadableSpan, span_id: int, unit: OpenUnit) -> None:
         """Hold a DB span of ``unit`` for its verdict (``ZENMETRY_DB_SPANS=detail``)."""
-        if unit.finished or unit.overflow or self.settings.db_spans != "detail" or not span.context.trace_flags.sampled:
+        if unit.finished or unit.overflow or self.settings.db_spans != "detail":
+            return
+        if not span._context[3].sampled:  # type: ignore[index] # trace flags
             return
         held = unit.db_spans
         if held is None:

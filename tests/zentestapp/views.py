@@ -248,12 +248,8 @@ def raw_literal(request: HttpRequest, i: int) -> JsonResponse:
 
 
 def shape_caches(request: HttpRequest) -> JsonResponse:
-    """The statement-shape caches of this process (for benchmarks/soak.py)."""
-    from zenmetry import _scrub, _shapes
+    """The statement-shape cache of this process, which the export's scrubbing shares (for
+    benchmarks/soak.py)."""
+    from zenmetry import _shapes
 
-    return JsonResponse(
-        {
-            "sql_shape": _shapes.sql_shape.cache_info()._asdict(),
-            "scrubbed statements": _scrub._statement.cache_info()._asdict(),
-        }
-    )
+    return JsonResponse({"sql_shape": _shapes.sql_shape.cache_info()._asdict()})
