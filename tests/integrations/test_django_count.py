@@ -115,6 +115,15 @@ class TestBlocks:
             assert "zen.budget.breached" not in unit.attributes
             assert [event.name for event in unit.events] == []
 
+    def test_a_new_connection_sets_its_time_zone_without_django_logging_it(self, zen: Harness, client: Client) -> None:
+        """A connection opened in the block, its session in another zone than ``TIME_ZONE``:
+        Django sends ``set_config('TimeZone', ...)`` through the raw driver and logs only the
+        ORM's statement; zenmetry counts both round trips."""
+        captured = client.get("/count/block/new_connection/").json()["django"]
+        assert _first_words(captured) == ["SELECT"]
+        assert zen.unit().attributes["zen.db.queries"] == 2
+        assert _unit_statements(zen)[0] == "SELECT set_config('TimeZone', %s, false)"
+
     def test_an_empty_transaction_is_no_round_trip(self, zen: Harness, client: Client) -> None:
         """``atomic()`` around nothing: Django logs BEGIN and COMMIT, the driver sends neither
         (it begins a transaction with its first statement): zenmetry counts 0."""

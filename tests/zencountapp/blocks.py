@@ -144,6 +144,22 @@ def long_iterator() -> None:
     assert len(list(Product.objects.filter(shop=shop).iterator(chunk_size=2))) == 12
 
 
+def new_connection() -> None:
+    """A new connection whose session time zone is not ``TIME_ZONE``: Django sets it through the
+    raw driver (not logged), then runs the ORM's statement (logged)."""
+    from django.db import connection
+
+    options = connection.settings_dict["OPTIONS"]
+    configured = options["options"]
+    options["options"] = "-c TimeZone=Europe/Paris"
+    try:
+        connection.close()
+        Shop.objects.exists()
+    finally:
+        options["options"] = configured
+        connection.close()  # the next use connects as configured
+
+
 def iterator() -> None:
     """A server-side cursor over 5 rows, 2 at a time: one statement for Django; DECLARE, 4
     FETCH (2, 2, 1 and 0 rows: the ORM reads until a fetch comes back empty) and CLOSE for the
@@ -169,6 +185,7 @@ BLOCKS: dict[str, Callable[[], None]] = {
         generic,
         transactions,
         long_iterator,
+        new_connection,
         iterator,
     )
 }
