@@ -55,26 +55,37 @@ class TestRequestFigures:
         assert set(zen.metric("zen.unit.duration")) == {frozenset(base)}
 
     def test_every_orm_statement_becomes_a_db_span_of_the_request(self, zen: Harness, client: Client) -> None:
-        """Inserts, bulk inserts, savepoints, updates, a server-side cursor (``iterator()``), counts,
-        joins and cascading deletes: each statement Django executes is one DB span of the request."""
+        """Inserts, bulk inserts, transactions, savepoints, updates, a server-side cursor
+        (``iterator()``), counts, joins and cascading deletes: each statement Django executes is
+        one DB span of the request, and so is each other round trip (BEGIN, COMMIT, FETCH, CLOSE)."""
         response = client.get("/orm/")
         executed = response.json()["executed"]
         assert executed == 11
-        assert zen.unit().attributes["zen.db.queries"] == 11
-        assert len(zen.db_spans()) == 11
+        assert zen.unit().attributes["zen.db.queries"] == 21
+        assert len(zen.db_spans()) == 21
         statements = [span.attributes["db.statement"].split()[0] for span in zen.db_spans()]
         assert statements == [
             "INSERT",
+            "BEGIN",
             "INSERT",
             "SAVEPOINT",
             "UPDATE",
             "RELEASE",
+            "COMMIT",
+            "SELECT",  # the server-side cursor's DECLARE: its span ends before its fetches'
+            "FETCH",
+            "FETCH",
+            "FETCH",
+            "CLOSE",
             "SELECT",
             "SELECT",
-            "SELECT",
+            "BEGIN",
+            "DELETE",
+            "COMMIT",
+            "BEGIN",
             "DELETE",
             "DELETE",
-            "DELETE",
+            "COMMIT",
         ]
 
     def test_a_route_inside_an_include_is_named_by_its_full_template(self, zen: Harness, client: Client) -> None:

@@ -29,4 +29,5 @@ urlpatterns = [
     path("decorated/<int:n>/", views.decorated),
     path("decorated-class/", views.DecoratedClass.as_view()),
     path("api/v1/", include(api)),
+    path("count/", include("zencountapp.urls")),
 ]

@@ -46,7 +46,8 @@ def mixed(request: HttpRequest) -> JsonResponse:
 
 
 def orm(request: HttpRequest) -> JsonResponse:
-    """A tour of the ORM; returns how many statements Django itself executed."""
+    """A tour of the ORM; returns how many statements Django itself executed (the round trips
+    the driver makes besides, BEGIN, COMMIT, FETCH and CLOSE, are in the comments)."""
     executed = []
 
     def count(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
@@ -55,15 +56,16 @@ def orm(request: HttpRequest) -> JsonResponse:
 
     with connection.execute_wrapper(count):
         customer = Customer.objects.create(name="c")  # 1
-        with transaction.atomic():  # savepoint-free outer atomic in autocommit: no statement
+        with transaction.atomic():  # BEGIN ... COMMIT: 2 round trips, not statements Django executes
             Order.objects.bulk_create([Order(customer=customer, number=i) for i in range(3)])  # 1
             with transaction.atomic():  # SAVEPOINT, RELEASE: 2
                 Order.objects.filter(customer=customer).update(number=9)  # 1
-        list(Order.objects.filter(customer=customer).iterator(chunk_size=2))  # 1 (server-side cursor on PostgreSQL)
+        # 1 (a server-side cursor on PostgreSQL: DECLARE, then 3 FETCH and a CLOSE)
+        list(Order.objects.filter(customer=customer).iterator(chunk_size=2))
         Order.objects.filter(customer=customer).count()  # 1
         list(Order.objects.select_related("customer").filter(customer=customer))  # 1
-        Order.objects.filter(customer=customer).delete()  # 1 (or more on SQLite, see test)
-        customer.delete()  # 2: orders, then customer
+        Order.objects.filter(customer=customer).delete()  # 1 in BEGIN ... COMMIT (or more on SQLite, see test)
+        customer.delete()  # 2: orders, then customer, in BEGIN ... COMMIT
     return JsonResponse({"executed": len(executed)})
 
 
