@@ -216,6 +216,28 @@ class TestSpans:
             assert span.instrumentation_scope.name == SCOPE
             assert {key: value for key, value in span.attributes.items() if key != "db.statement"} == statement
 
+    def test_each_connection_has_its_own_attributes(self, zen: Harness, raw: Any) -> None:
+        """Two connections open at once, to two databases by two host names: each statement's
+        span names its own connection's (the integration of each is a copy of one template)."""
+        import psycopg
+        from django.conf import settings
+
+        raw.execute("SELECT 0")  # the raw connection's attributes are taken first
+        with psycopg.connect(host="localhost", user="postgres", dbname="postgres") as other:
+            other.execute("SELECT 1")
+            raw.execute("SELECT 2")
+        found = [
+            (span.attributes["db.statement"], span.attributes["db.name"], span.attributes["net.peer.name"])
+            for span in zen.db_spans()
+        ]
+        name, host = settings.DATABASES["default"]["NAME"], settings.DATABASES["default"]["HOST"]
+        assert host != "localhost"
+        assert [row for row in found if row[0].startswith("SELECT")] == [
+            ("SELECT 0", name, host),
+            ("SELECT 1", "postgres", "localhost"),
+            ("SELECT 2", name, host),
+        ]
+
 
 class TestAsync:
     def test_an_async_connection_in_an_async_view_counts_every_round_trip(self, zen: Harness) -> None:
