@@ -79,15 +79,15 @@ def _instructions(mode: str, path: str, requests: int, sink: overhead.Sink) -> i
         **extra,
     )
     result = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+        # The launcher execs the command: follow it (valgrind counts the process it becomes).
+        ["valgrind", "--tool=callgrind", "--trace-children=yes", "--callgrind-out-file=/dev/null", *command],
         cwd=overhead.SHOP,
         env=env,
         capture_output=True,
         text=True,
         check=True,
     )
-    (line,) = [line for line in result.stderr.splitlines() if "Collected :" in line]
-    return int(line.split(":")[-1])
+    return sum(int(line.split(":")[-1]) for line in result.stderr.splitlines() if "Collected :" in line)
 
 
 def _modes() -> dict[str, tuple[dict[str, str], bool]]:
