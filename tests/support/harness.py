@@ -22,7 +22,18 @@ from zenmetry._processor import UnitProcessor
 from zenmetry._sampler import AlwaysRecordSampler
 from zenmetry._settings import Settings
 
-INSTRUMENTED = {"django", "psycopg", "pymongo", "sqlite3", "celery", "requests", "httpx", "urllib3", "urllib"}
+INSTRUMENTED = {
+    "django",
+    "psycopg",
+    "pymongo",
+    "sqlite3",
+    "celery",
+    "requests",
+    "httpx",
+    "urllib3",
+    "urllib",
+    "threading",
+}
 
 
 @dataclass

@@ -27,5 +27,11 @@ urlpatterns = [
     path("mongo-nplusone/", views.mongo_n_plus_one),
     path("decorated/<int:n>/", views.decorated),
     path("decorated-class/", views.DecoratedClass.as_view()),
+    path("stream/<int:before>/<int:during>/", views.stream),
+    path("astream/<int:before>/<int:during>/", views.astream),
+    path("file/<int:kib>/", views.file),
+    path("fanout/<int:n>/", views.fanout),
+    path("threads/<int:n>/", views.threads),
+    path("async-fanout/<int:n>/", views.async_fanout),
     path("api/v1/", include(api)),
 ]
