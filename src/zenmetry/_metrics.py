@@ -77,7 +77,8 @@ class Instruments:
         figures = unit.figures
         base = {_names.UNIT_KIND: figures.kind, _names.UNIT_NAME: figures.name, **unit.point}
         self.duration.record(figures.duration_ms / 1e3, base)
-        self.memory_growth.record(max(figures.rss_delta_bytes, 0), base)
+        if not figures.memory_shared:  # a shared figure is the process's, not this unit's
+            self.memory_growth.record(max(figures.rss_delta_bytes, 0), base)
         self.external_calls.record(figures.external_calls, base)
         self.external_no_timeout.record(figures.no_timeout, base)
         for system, (count, duration_ms) in figures.systems.items():
