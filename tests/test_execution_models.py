@@ -124,7 +124,9 @@ class TestStreamedResponses:
         receiver.wait(lambda r: r.total("zen.budget.breaches", zen__limit="queries").value == 1)
 
     @pytest.mark.parametrize("server_name", list(SERVERS))
-    def test_a_file_response_is_one_unit_ending_when_the_file_is_sent(self, receiver: Receiver, server_name: str) -> None:
+    def test_a_file_response_is_one_unit_ending_when_the_file_is_sent(
+        self, receiver: Receiver, server_name: str
+    ) -> None:
         """``FileResponse`` of 512 KiB after 1 query: the whole file arrives, the unit has its 1 query."""
         server = SERVERS[server_name](receiver)
         status, body = server.get("/file/512/")
@@ -188,3 +190,73 @@ class TestThreadsOfARequest:
         assert by_name["async-fanout/<int:n>/"].attributes["zen.db.queries"] == 6
         assert len(db_children(receiver, by_name["async-fanout/<int:n>/"])) == 6
         assert by_name["async/<int:n>/"].attributes["zen.db.queries"] == 3
+
+
+def overlapping(units: list[Span]) -> int:
+    """The most units that were open at one moment."""
+    edges = sorted([(u.start_ns, 1) for u in units] + [(u.end_ns, -1) for u in units])
+    most = open_ = 0
+    for _, step in edges:
+        open_ += step
+        most = max(most, open_)
+    return most
+
+
+@pytest.mark.usefixtures("postgres_db")
+class TestCooperativePools:
+    @pytest.mark.parametrize("pool", ["gevent", "eventlet"])
+    def test_a_green_pool_runs_its_tasks_under_the_launcher_with_exact_units(
+        self, receiver: Receiver, task_queue: str, send, pool: str
+    ) -> None:
+        """``opentelemetry-instrument celery worker -P <pool> -c 10``, no extra variable: 20 tasks
+        of 1 to 20 queries (pausing between them), run 10 at a time, give 20 successful units,
+        each with exactly its own queries as its own DB spans; their memory is shared."""
+        worker = start_worker(receiver, task_queue, "-P", pool, "-c", "10")
+        for n in range(1, 21):
+            send(QUERIES, n, 0.02)
+        receiver.wait(lambda r: len(r.units()) == 20, timeout=120)
+        output = worker.stop()
+        units = units_named(receiver, QUERIES)
+        assert "DatabaseWrapper objects created in a thread" not in output
+        assert len(units) == 20
+        figures = []
+        for unit in units:
+            assert unit.attributes["zen.db.queries"] == len(db_children(receiver, unit))
+            figures.append(unit.attributes["zen.db.queries"])
+        assert sorted(figures) == list(range(1, 21))
+        # 10 at a time (eventlet too: psycopg 3 waits cooperatively under gevent only, but the
+        # tasks' pauses are cooperative under both), so the memory of most is shared
+        assert overlapping(units) >= 5
+        assert sum(u.attributes["zen.memory.shared"] for u in units) >= 10
+        assert "Traceback" not in output
+        receiver.wait(lambda r: r.total("zen.unit.duration", celery__state="SUCCESS").count == 20)
+        total = receiver.total("zen.unit.db.queries", zen__unit__name=QUERIES, db__system="all")
+        assert (total.count, total.sum) == (20, sum(range(1, 21)))
+
+    @pytest.mark.parametrize("worker_class", ["gevent"])
+    def test_gunicorns_gevent_worker_keeps_concurrent_requests_apart(
+        self, receiver: Receiver, worker_class: str
+    ) -> None:
+        """``gunicorn -k gevent`` under the launcher: 20 requests of 0 to 9 queries at once
+        (with a streamed one of 1 + 6), each unit exact, the histogram totals too."""
+        server = gunicorn(receiver, "--workers", "1", "--worker-class", worker_class, "--worker-connections", "20")
+        counts = [i % 10 for i in range(20)]
+        with ThreadPoolExecutor(10) as pool:
+            statuses = list(pool.map(lambda n: server.get(f"/queries/{n}/")[0], counts))
+            streamed = pool.submit(server.get, "/stream/1/6/?sleep=0.05")
+            assert streamed.result() == (200, b"x" * 18)
+        assert statuses == [200] * 20
+        output = server.stop()
+        receiver.wait(lambda r: len(r.units()) == 21)
+        for unit in receiver.units():
+            n = (
+                7
+                if unit.attributes["zen.unit.name"].startswith("stream")
+                else int(path_of(unit).strip("/").split("/")[-1])
+            )
+            assert (unit.attributes["zen.db.queries"], len(db_children(receiver, unit))) == (n, n), path_of(unit)
+        receiver.wait(lambda r: r.total("zen.unit.db.queries", db__system="all").count == 21)
+        assert receiver.total("zen.unit.db.queries", db__system="all").sum == sum(counts) + 7
+        # At exit the SDK's exporter threads (greenlets here) end with a KeyError in
+        # threading._delete: the same with the launcher's own gevent variable; nothing else.
+        assert output.count("Traceback") == output.count("Thread._bootstrap of <Thread(Otel"), output

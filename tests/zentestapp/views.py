@@ -318,7 +318,7 @@ async def astream(request: HttpRequest, before: int, during: int) -> StreamingHt
 def file(request: HttpRequest, kib: int) -> FileResponse:
     """One query, then a file of ``kib`` KiB."""
     list(Customer.objects.filter(pk=1))
-    handle = tempfile.TemporaryFile()
+    handle = tempfile.TemporaryFile()  # noqa: SIM115 - FileResponse closes it
     handle.write(b"f" * (kib * 1024))
     handle.seek(0)
     return FileResponse(handle)

@@ -102,7 +102,7 @@ def _view_resolved(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs
 class _Stream:
     """The unit of a streamed response: open until the response is closed."""
 
-    __slots__ = ("done", "end", "override", "point", "span", "name")
+    __slots__ = ("done", "end", "name", "override", "point", "span")
 
     def __init__(self, span: Any, end: Callable[..., None], request: Any, response: Any) -> None:
         self.span, self.end, self.done = span, end, False
