@@ -369,8 +369,9 @@ class TestThreadsOfAUnit:
         interval = sys.getswitchinterval()
         sys.setswitchinterval(1e-6)
         try:
+            tracer = setup.tracer  # one tracer: the SDK's get_tracer is not meant for racing threads
             for round_ in range(200):
-                with setup.tracer.start_as_current_span(f"GET /fan/{round_}", kind=SpanKind.SERVER) as span:
+                with tracer.start_as_current_span(f"GET /fan/{round_}", kind=SpanKind.SERVER) as span:
                     unit_context = context.get_current()
                     start = threading.Barrier(8)
 
@@ -379,9 +380,9 @@ class TestThreadsOfAUnit:
                         try:
                             start.wait()
                             for i in range(20):
-                                db(setup.tracer, "SELECT 1")
+                                db(tracer, "SELECT 1")
                                 if i % 2:
-                                    with setup.tracer.start_as_current_span(
+                                    with tracer.start_as_current_span(
                                         "GET", kind=SpanKind.CLIENT, attributes={"http.request.method": "GET"}
                                     ):
                                         pass

@@ -273,8 +273,8 @@ def stream(request: HttpRequest, before: int, during: int) -> StreamingHttpRespo
     """``before`` queries in the view, then a streamed body making one query per part, ``during``
     parts (``?size=`` bytes each, ``?sleep=`` seconds after each, ``?call=1``: an external call
     for each, ``?grow=`` MiB kept at the end)."""
-    for i in range(before):
-        list(Customer.objects.filter(pk=i + 1))
+    for pk in range(1, before + 1):
+        list(Customer.objects.filter(pk=pk))
     size, pause = int(request.GET.get("size", 3)), float(request.GET.get("sleep", 0))
 
     def body():  # type: ignore[no-untyped-def]
@@ -297,8 +297,8 @@ def stream(request: HttpRequest, before: int, during: int) -> StreamingHttpRespo
 
 async def astream(request: HttpRequest, before: int, during: int) -> StreamingHttpResponse:
     """The same from an async view with an asynchronous body (``?sleep=`` after each part)."""
-    for i in range(before):
-        await Customer.objects.filter(pk=i + 1).aexists()
+    for pk in range(1, before + 1):
+        await Customer.objects.filter(pk=pk).aexists()
     size, pause = int(request.GET.get("size", 3)), float(request.GET.get("sleep", 0))
 
     async def body():  # type: ignore[no-untyped-def]
