@@ -178,6 +178,19 @@ class TestThreadsOfARequest:
         receiver.wait(lambda r: r.total("zen.unit.db.queries", db__system="all").count == 10)
         assert receiver.total("zen.unit.db.queries", db__system="all").sum == 8 + 5 + sum(range(1, 9))
 
+    @pytest.mark.parametrize("pool", [["--pool", "prefork", "--concurrency", "1"], ["--pool", "threads"]])
+    def test_queries_fanned_out_by_a_task_count_for_the_task(
+        self, receiver: Receiver, task_queue: str, send, pool: list[str]
+    ) -> None:
+        """A task fanning 8 queries out to a ThreadPoolExecutor, and one fanning 3: 8 and 3."""
+        worker = start_worker(receiver, task_queue, *pool)
+        send("zentestapp.tasks.fanout", 8)
+        send("zentestapp.tasks.fanout", 3)
+        receiver.wait(lambda r: len(r.units()) == 2, timeout=60)
+        worker.stop()
+        figures = sorted((u.attributes["zen.db.queries"], len(db_children(receiver, u))) for u in receiver.units())
+        assert figures == [(3, 3), (8, 8)]
+
     def test_sync_to_async_threads_count_for_the_async_view(self, receiver: Receiver) -> None:
         """An async view gathering 6 ``sync_to_async(thread_sensitive=False)`` queries: 6; and the
         ORM's own async calls still count (``/async/3/``: 3)."""

@@ -29,6 +29,7 @@ urlpatterns = [
     path("decorated-class/", views.DecoratedClass.as_view()),
     path("stream/<int:before>/<int:during>/", views.stream),
     path("astream/<int:before>/<int:during>/", views.astream),
+    path("stream-fails/", views.stream_fails),
     path("file/<int:kib>/", views.file),
     path("fanout/<int:n>/", views.fanout),
     path("threads/<int:n>/", views.threads),

@@ -315,6 +315,17 @@ async def astream(request: HttpRequest, before: int, during: int) -> StreamingHt
     return StreamingHttpResponse(body())
 
 
+def stream_fails(request: HttpRequest) -> StreamingHttpResponse:
+    """A streamed body that makes one query, then raises."""
+
+    def body():  # type: ignore[no-untyped-def]
+        list(Customer.objects.filter(pk=2))
+        yield b"x"
+        raise RuntimeError("the body fails on purpose")
+
+    return StreamingHttpResponse(body())
+
+
 def file(request: HttpRequest, kib: int) -> FileResponse:
     """One query, then a file of ``kib`` KiB."""
     list(Customer.objects.filter(pk=1))
