@@ -5,6 +5,9 @@ Streamed responses (``StreamingHttpResponse``, ``FileResponse``) under gunicorn 
 gthread and under uvicorn, clients that leave mid-stream, threads started by a request
 (``ThreadPoolExecutor``, ``threading.Thread``, asgiref's ``sync_to_async``), and Celery's gevent
 and eventlet pools and gunicorn's gevent worker, all under ``opentelemetry-instrument``.
+
+Units are awaited before a server stops: uvicorn re-raises SIGTERM once it has shut down, so
+the SDK's exit handlers, and the last export they make, never run there.
 """
 
 from __future__ import annotations
@@ -77,11 +80,11 @@ class TestStreamedResponses:
         server = SERVERS[server_name](receiver)
         status, body = server.get(f"/{view}/1/6/?sleep=0.05")
         assert (status, body) == (200, b"x" * 18)
-        # Metrics before stopping: uvicorn re-raises SIGTERM once it has shut down, so the SDK's
-        # exit handlers (and their last metric export) never run there.
+        # Units and metrics before stopping: uvicorn re-raises SIGTERM once it has shut down, so
+        # the SDK's exit handlers (and their last export) never run there.
         receiver.wait(lambda r: r.total("zen.unit.db.queries", db__system="all").count == 1)
-        output = stopped(server)
         receiver.wait(lambda r: len(r.units()) == 1)
+        output = stopped(server)
         (unit,) = receiver.units()
         assert (unit.attributes["zen.db.queries"], unit.attributes["zen.db.postgresql.queries"]) == (7, 7)
         assert unit.attributes["zen.db.repeated_max"] == 7
@@ -102,8 +105,8 @@ class TestStreamedResponses:
         end: 3 external calls and the growth are the request's; a breach of the budget is too."""
         server = SERVERS[server_name](receiver, ZEN_TEST_EXTERNAL_URL=external_url)
         assert server.get("/stream/0/3/?call=1&grow=40")[0] == 200
-        stopped(server)
         receiver.wait(lambda r: len(r.units()) == 1)
+        stopped(server)
         (unit,) = receiver.units()
         assert (unit.attributes["zen.db.queries"], unit.attributes["zen.external.calls"]) == (3, 3)
         assert unit.attributes["zen.memory.rss_delta_bytes"] >= 40 * MIB
@@ -121,8 +124,8 @@ class TestStreamedResponses:
         budget.write_text('[http."stream/<int:before>/<int:during>/"]\nqueries = 5\n')
         server = SERVERS["gunicorn-sync"](receiver, ZENMETRY_BUDGETS=str(budget))
         assert server.get("/stream/1/6/")[0] == 200
-        stopped(server)
         receiver.wait(lambda r: len(r.units()) == 1)
+        stopped(server)
         (unit,) = receiver.units()
         assert unit.attributes["zen.budget.breached"] == ["queries", "repeated_queries"]
         events = unit.events_named("zen.budget.breach")
@@ -142,8 +145,8 @@ class TestStreamedResponses:
         server = SERVERS[server_name](receiver)
         status, body = server.get("/file/512/")
         assert (status, len(body)) == (200, 512 * 1024)
-        stopped(server)
         receiver.wait(lambda r: len(r.units()) == 1)
+        stopped(server)
         (unit,) = receiver.units()
         assert (unit.attributes["zen.unit.name"], unit.attributes["zen.db.queries"]) == ("file/<int:kib>/", 1)
         assert len(db_children(receiver, unit)) == 1
@@ -162,8 +165,8 @@ class TestStreamedResponses:
         made = int(wait_for_file(record))
         receiver.wait(lambda r: len(r.units()) == 1)
         assert server.get("/queries/2/")[0] == 200  # the server goes on serving
-        stopped(server)
         receiver.wait(lambda r: len(r.units()) == 2)
+        stopped(server)
         (unit,) = [u for u in receiver.units() if u.attributes["zen.unit.name"].startswith(view)]
         assert 2 <= made < 2000
         assert (unit.attributes["zen.db.queries"], len(db_children(receiver, unit))) == (made, made)
@@ -181,8 +184,8 @@ class TestThreadsOfARequest:
         with ThreadPoolExecutor(4) as pool:
             statuses = list(pool.map(lambda n: server.get(f"/fanout/{n}/")[0], range(1, 9)))
         assert statuses == [200] * 8
-        stopped(server)
         receiver.wait(lambda r: len(r.units()) == 10)
+        stopped(server)
         for unit in receiver.units():
             n = int(path_of(unit).strip("/").split("/")[-1])
             assert (unit.attributes["zen.db.queries"], len(db_children(receiver, unit))) == (n, n), path_of(unit)
@@ -208,8 +211,8 @@ class TestThreadsOfARequest:
         server = uvicorn(receiver)
         assert server.get("/async-fanout/6/")[0] == 200
         assert server.get("/async/3/")[0] == 200
-        stopped(server)
         receiver.wait(lambda r: len(r.units()) == 2)
+        stopped(server)
         by_name = {u.attributes["zen.unit.name"]: u for u in receiver.units()}
         assert by_name["async-fanout/<int:n>/"].attributes["zen.db.queries"] == 6
         assert len(db_children(receiver, by_name["async-fanout/<int:n>/"])) == 6
@@ -270,8 +273,8 @@ class TestCooperativePools:
             streamed = pool.submit(server.get, "/stream/1/6/?sleep=0.05")
             assert streamed.result() == (200, b"x" * 18)
         assert statuses == [200] * 20
-        output = stopped(server)
         receiver.wait(lambda r: len(r.units()) == 21)
+        output = stopped(server)
         for unit in receiver.units():
             n = (
                 7
