@@ -261,12 +261,12 @@ def shape_caches(request: HttpRequest) -> JsonResponse:
     )
 
 
-def _record(request: HttpRequest, made: int) -> None:
-    """Write how many queries the body made to ``?record=`` (a path): the ground truth of a
-    body the client may leave before its end."""
+def _record(request: HttpRequest, made: int, started: int) -> None:
+    """Write how many queries the body made, and started, to ``?record=`` (a path): the ground
+    truth of a body the client may leave before its end."""
     if "record" in request.GET:
         with open(request.GET["record"], "w") as file:
-            file.write(str(made))
+            file.write(f"{made} {started}")
 
 
 def stream(request: HttpRequest, before: int, during: int) -> StreamingHttpResponse:
@@ -278,9 +278,10 @@ def stream(request: HttpRequest, before: int, during: int) -> StreamingHttpRespo
     size, pause = int(request.GET.get("size", 3)), float(request.GET.get("sleep", 0))
 
     def body():  # type: ignore[no-untyped-def]
-        made = 0
+        made = started = 0
         try:
             for i in range(during):
+                started += 1
                 list(Customer.objects.filter(pk=i % 50 + 1))
                 made += 1
                 if "call" in request.GET:
@@ -290,7 +291,7 @@ def stream(request: HttpRequest, before: int, during: int) -> StreamingHttpRespo
             if "grow" in request.GET:
                 _kept.append(b"g" * (int(request.GET["grow"]) * 1024 * 1024))
         finally:
-            _record(request, made)
+            _record(request, made, started)
 
     return StreamingHttpResponse(body())
 
@@ -302,15 +303,16 @@ async def astream(request: HttpRequest, before: int, during: int) -> StreamingHt
     size, pause = int(request.GET.get("size", 3)), float(request.GET.get("sleep", 0))
 
     async def body():  # type: ignore[no-untyped-def]
-        made = 0
+        made = started = 0
         try:
             for i in range(during):
+                started += 1
                 await Customer.objects.filter(pk=i % 50 + 1).aexists()
                 made += 1
                 yield b"x" * size
                 await asyncio.sleep(pause)
         finally:
-            _record(request, made)
+            _record(request, made, started)
 
     return StreamingHttpResponse(body())
 
