@@ -108,7 +108,8 @@ class Instruments:
         base = {_names.UNIT_KIND: figures.kind, _names.UNIT_NAME: figures.name, **unit.point}
         points = _Points(self, tuple(base.items()))
         points.add(self.duration, figures.duration_ms / 1e3, base)
-        points.add(self.memory_growth, max(figures.rss_delta_bytes, 0), base)
+        if not figures.memory_shared:  # a shared figure is the process's, not this unit's
+            points.add(self.memory_growth, max(figures.rss_delta_bytes, 0), base)
         points.add(self.external_calls, figures.external_calls, base)
         points.add(self.external_no_timeout, figures.no_timeout, base)
         for system, (count, duration_ms) in figures.systems.items():

@@ -34,6 +34,7 @@ INSTRUMENTED = {
     "httpx",
     "urllib3",
     "urllib",
+    "threading",
 }
 if os.environ.get("ZEN_TEST_PG_DRIVER") == "psycopg2":
     INSTRUMENTED.discard("psycopg")  # hidden from Django by the test project's settings
