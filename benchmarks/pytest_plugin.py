@@ -1,10 +1,12 @@
-"""What ``pytest --zenmetry`` adds to the run time of a Django test suite.
+"""What ``pytest --zenmetry`` (and ``--zenmetry-snapshot`` on top) adds to the run time of a Django test suite.
 
 Writes throwaway Django projects on PostgreSQL (pytest-django) with 200 tests each, a light
 suite (one small JSON request per test) and a typical one (fixtures creating a few rows, a
-template-rendered page, content checks), and runs each without and with ``--zenmetry`` in
-alternating rounds; prints the median CPU time of the pytest process (user + system: far steadier than
-wall time on two shared cores) and of the wall time, and their ratios (target: under 10 % more).
+template-rendered page, content checks), and runs each without the plugin, with ``--zenmetry``
+and with ``--zenmetry --zenmetry-snapshot`` (comparing against snapshots recorded beforehand) in
+alternating rounds; prints the median CPU time of the pytest process (user + system: far
+steadier than wall time on two shared cores) and of the wall time, and the ratios (targets:
+the plugin under 10 % more CPU, snapshots at most 3 % more on top).
 
     python benchmarks/pytest_plugin.py [--rounds 7]
 
@@ -157,19 +159,35 @@ def measure(suite: str, tests: str, rounds: int) -> None:
             if not key.startswith(("DJANGO_", "ZENMETRY_", "OTEL_")) and key != "PYTHONDONTWRITEBYTECODE"
         }
         run(root, env, "--create-db")  # creates the test database once; later runs reuse it
-        cpu: dict[str, list[float]] = {"without": [], "with --zenmetry": []}
-        wall: dict[str, list[float]] = {"without": [], "with --zenmetry": []}
+        run(root, env, "--zenmetry-snapshot")  # records the snapshots the measured runs compare with
+        modes = {
+            "without": [],
+            "--zenmetry": ["--zenmetry"],
+            "+ snapshots": ["--zenmetry", "--zenmetry-snapshot-strict"],
+        }
+        cpu: dict[str, list[float]] = {label: [] for label in modes}
+        wall: dict[str, list[float]] = {label: [] for label in modes}
         for _ in range(rounds):
-            for label, extra in (("without", []), ("with --zenmetry", ["--zenmetry"])):
+            for label, extra in modes.items():
                 seconds, used = run(root, env, *extra)
                 wall[label].append(seconds)
                 cpu[label].append(used)
-        print(f"{suite} suite: {TESTS} Django tests, {rounds} alternating rounds (medians):")
+        print(f"{suite} suite: {TESTS} Django tests, {rounds} alternating rounds (medians, min-max):")
         for label, used in cpu.items():
-            print(f"  {label:<17} CPU {statistics.median(used):.2f} s, wall {statistics.median(wall[label]):.2f} s")
-        by_cpu = statistics.median(cpu["with --zenmetry"]) / statistics.median(cpu["without"]) - 1
-        by_wall = statistics.median(wall["with --zenmetry"]) / statistics.median(wall["without"]) - 1
+            print(
+                f"  {label:<12} CPU {statistics.median(used):.2f} s ({min(used):.2f}-{max(used):.2f}),"
+                f" wall {statistics.median(wall[label]):.2f} s"
+            )
+        base_cpu, base_wall = statistics.median(cpu["without"]), statistics.median(wall["without"])
+        by_cpu = statistics.median(cpu["--zenmetry"]) / base_cpu - 1
+        by_wall = statistics.median(wall["--zenmetry"]) / base_wall - 1
         print(f"  the plugin adds {100 * by_cpu:.1f} % CPU time ({100 * by_wall:.1f} % wall time); target: under 10 %")
+        more_cpu = (statistics.median(cpu["+ snapshots"]) - statistics.median(cpu["--zenmetry"])) / base_cpu
+        more_wall = (statistics.median(wall["+ snapshots"]) - statistics.median(wall["--zenmetry"])) / base_wall
+        print(
+            f"  snapshots add {100 * more_cpu:.1f} % more CPU time ({100 * more_wall:.1f} % wall time)"
+            " of the run without the plugin; target: at most 3 %"
+        )
 
 
 def run(root: Path, env: dict[str, str], *extra: str) -> tuple[float, float]:

@@ -459,7 +459,9 @@ class TestSnapshots:
         snapshotted.runpytest_subprocess("test_snap.py", "--zenmetry-snapshot", *NO_FLAGS[:2]).assert_outcomes(passed=8)
         views = (snapshotted.path / "ttp" / "views.py").read_text()
         start, end = views.index("def one("), views.index("def nplusone(")
-        (snapshotted.path / "ttp" / "views.py").write_text(views[:start] + N_PLUS_ONE_IN_ONE.lstrip() + "\n" + views[end:])
+        (snapshotted.path / "ttp" / "views.py").write_text(
+            views[:start] + N_PLUS_ONE_IN_ONE.lstrip() + "\n" + views[end:]
+        )
         conftest = (snapshotted.path / "conftest.py").read_text()
         (snapshotted.path / "conftest.py").write_text(conftest.replace("range(12)", "range(13)"))
 
@@ -530,7 +532,9 @@ class TestSnapshots:
         result = snapshotted.runpytest_subprocess("test_snap.py", "--zenmetry-snapshot", "-n", "2", *NO_FLAGS[:2])
         result.assert_outcomes(passed=8)
         assert _snapshot_file(snapshotted) == RECORDED
-        result = snapshotted.runpytest_subprocess("test_snap.py", "--zenmetry-snapshot-strict", "-n", "2", *NO_FLAGS[:2])
+        result = snapshotted.runpytest_subprocess(
+            "test_snap.py", "--zenmetry-snapshot-strict", "-n", "2", *NO_FLAGS[:2]
+        )
         result.assert_outcomes(passed=8)
 
     def test_the_ini_options_turn_it_on_and_choose_the_folder(self, snapshotted: pytest.Pytester) -> None:
@@ -548,9 +552,15 @@ class TestCorruptSnapshots:
         ("line", "problem"),
         [
             ("    one query", "expected 'COUNTx SYSTEM STATEMENT' or 'COUNTx external HOST', got 'one query'"),
-            ("   http one/", "'   http one/' is indented by neither 2 spaces (a unit) nor 4 (a statement or external call)"),
+            (
+                "   http one/",
+                "'   http one/' is indented by neither 2 spaces (a unit) nor 4 (a statement or external call)",
+            ),
             ("  http", "expected a unit as 'KIND NAME' (http orders/), got 'http'"),
-            ("    0x postgresql SELECT 1", "expected 'COUNTx SYSTEM STATEMENT' or 'COUNTx external HOST', got '0x postgresql SELECT 1'"),
+            (
+                "    0x postgresql SELECT 1",
+                "expected 'COUNTx SYSTEM STATEMENT' or 'COUNTx external HOST', got '0x postgresql SELECT 1'",
+            ),
         ],
     )
     def test_a_bad_line_fails_the_module_s_tests_naming_file_test_and_line(
@@ -632,8 +642,12 @@ class TestNothingUnmeasured:
         )
         result = project.runpytest_subprocess("test_nested.py", "--zenmetry-snapshot", *NO_FLAGS[:2])
         result.assert_outcomes(passed=1, failed=1)
-        assert (project.path / "test_nested.zenmetry").read_text(encoding="utf-8").endswith(
-            "test_nested\n  http nplusone/\n"
-            f"    1x postgresql {ORDERED}\n    12x postgresql {BY_ID}\n"
-            f"  task ttp.tasks.three\n    3x postgresql {COUNT}\n"
+        assert (
+            (project.path / "test_nested.zenmetry")
+            .read_text(encoding="utf-8")
+            .endswith(
+                "test_nested\n  http nplusone/\n"
+                f"    1x postgresql {ORDERED}\n    12x postgresql {BY_ID}\n"
+                f"  task ttp.tasks.three\n    3x postgresql {COUNT}\n"
+            )
         )

@@ -143,7 +143,7 @@ def parse(text: str, path: Path | str) -> dict[str, Entry]:
         if not line.strip() or line.startswith("#"):
             continue
         where = f"snapshot file '{path}', line {number}" + (f" (test {test})" if test is not None else "")
-        if not line.startswith(" "):
+        if not line[0].isspace():
             close()
             test, units, start = line.rstrip(), [], number
             if test in entries:

@@ -34,9 +34,9 @@ from opentelemetry.trace import SpanKind
 
 from zenmetry import _late, _limits, _names, _state
 from zenmetry._budgets import Budget
+from zenmetry._lean import LeanTracerProvider
 from zenmetry._limits import LIMITS, Limits
 from zenmetry._processor import UnitProcessor
-from zenmetry._sampler import UnitsOnlySampler
 from zenmetry._settings import Settings
 from zenmetry._units import Figures, FinishedUnit, breaches
 
@@ -57,7 +57,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.processor: UnitProcessor | None = None
-        self.tracer_provider: TracerProvider | None = None
+        self.tracer_provider: LeanTracerProvider | None = None
         self.collectors: list[list[ZenUnit]] = []
         # assert_budget blocks open: unit span id -> the block's own figures, once finished
         self.blocks: dict[int, list[Figures]] = {}
@@ -132,7 +132,8 @@ def _instrument(settings: Settings) -> UnitProcessor:
 
     from zenmetry._distro import ZenmetryDistro
 
-    tracer_provider = TracerProvider(sampler=UnitsOnlySampler())
+    # Spans only feed the processor here: the lean tracer's cost a fraction of the SDK's (_lean).
+    tracer_provider = LeanTracerProvider()
     # Tests export nothing: the instrumentations' own metrics go nowhere, at no cost.
     meter_provider = NoOpMeterProvider()
     processor = UnitProcessor(settings, meter_provider, keep_statements=True, record_metrics=False)
@@ -192,7 +193,7 @@ def keep_hosts() -> None:
     with _recorder.lock:
         if _recorder.calls is None:
             provider = _recorder.tracer_provider or trace.get_tracer_provider()
-            if isinstance(provider, TracerProvider) and _recorder.processor is not None:
+            if isinstance(provider, TracerProvider | LeanTracerProvider) and _recorder.processor is not None:
                 _recorder.calls = _Calls(_recorder.processor, _recorder.hosts)
                 provider.add_span_processor(_recorder.calls)
 
