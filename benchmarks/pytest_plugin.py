@@ -8,7 +8,11 @@ alternating rounds; prints the median CPU time of the pytest process (user + sys
 steadier than wall time on two shared cores) and of the wall time, and the ratios (targets:
 the plugin under 10 % more CPU, snapshots at most 3 % more on top).
 
-    python benchmarks/pytest_plugin.py [--rounds 7]
+    python benchmarks/pytest_plugin.py [--rounds 7] [--instructions]
+
+``--instructions`` runs each mode once more under valgrind's callgrind and prints the ratios of
+the instructions the pytest process executed: exact and repeatable where CPU times swing by
+tens of percent (a machine shared with other work), though blind to cache misses and the kernel.
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres).
 """
@@ -141,12 +145,13 @@ SUITES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--instructions", action="store_true", help="also count instructions with valgrind")
     args = parser.parse_args()
     for suite, tests in SUITES.items():
-        measure(suite, tests, args.rounds)
+        measure(suite, tests, args.rounds, args.instructions)
 
 
-def measure(suite: str, tests: str, rounds: int) -> None:
+def measure(suite: str, tests: str, rounds: int, instructions: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="zen-plugin-bench-") as folder:
         root = Path(folder)
         for name, text in {**COMMON, "test_bench.py": tests}.items():
@@ -188,6 +193,14 @@ def measure(suite: str, tests: str, rounds: int) -> None:
             f"  snapshots add {100 * more_cpu:.1f} % more CPU time ({100 * more_wall:.1f} % wall time)"
             " of the run without the plugin; target: at most 3 %"
         )
+        if instructions:
+            counted = {label: count_instructions(root, env, *extra) for label, extra in modes.items()}
+            base = counted["without"]
+            print(
+                f"  instructions (callgrind, one run each): without {base / 1e9:.2f} G; the plugin adds"
+                f" {100 * (counted['--zenmetry'] / base - 1):.1f} %, snapshots"
+                f" {100 * (counted['+ snapshots'] - counted['--zenmetry']) / base:.1f} % more"
+            )
 
 
 def run(root: Path, env: dict[str, str], *extra: str) -> tuple[float, float]:
@@ -207,6 +220,36 @@ def run(root: Path, env: dict[str, str], *extra: str) -> tuple[float, float]:
     if result.returncode != 0:
         raise SystemExit(result.stdout[-3000:] + result.stderr[-3000:])
     return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def count_instructions(root: Path, env: dict[str, str], *extra: str) -> int:
+    """Instructions one pytest run executed in its own process (valgrind's callgrind)."""
+    out = root / "callgrind.out"
+    result = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--reuse-db",
+            *extra,
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(result.stdout[-3000:] + result.stderr[-3000:])
+    summary = next(line for line in out.read_text().splitlines() if line.startswith("summary:"))
+    out.unlink()
+    return int(summary.split()[1])
 
 
 if __name__ == "__main__":

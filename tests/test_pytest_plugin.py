@@ -607,6 +607,40 @@ class TestNothingUnmeasured:
             ]
         )
 
+    def test_statements_on_a_connection_that_cannot_be_traced_fail_the_block(self, project: pytest.Pytester) -> None:
+        """Every installed driver can be traced late, so the test marks the real connection as
+        one that cannot (what zenmetry does for an unknown driver): the block fails saying why."""
+        project.makepyfile(
+            test_untraced="""
+            from django.db import connection
+            from ttp.models import Customer
+            from zenmetry import _late
+            from zenmetry.testing import assert_budget, recorded
+
+            def test_block(customers):
+                connection.ensure_connection()
+                _late._unmeasurable(connection, "an unknown driver")
+                with assert_budget(queries=10):
+                    Customer.objects.count()
+                    Customer.objects.count()
+
+            def test_recorded(customers):
+                with recorded():
+                    Customer.objects.count()
+        """
+        )
+        result = project.runpytest_subprocess("test_untraced.py", *NO_FLAGS[:2])
+        result.assert_outcomes(failed=2)
+        result.stdout.fnmatch_lines(
+            [
+                "E       AssertionError: zenmetry: assert_budget at */test_untraced.py:9 missed statements: 2 statement(s) "
+                "ran on the postgresql connection 'default', which was opened before zenmetry instrumented this process "
+                "(an unknown driver), so the block was not measured. Instrument before the first connection opens: "
+                "import zenmetry.testing in conftest.py, or run pytest with --zenmetry (or zenmetry = true in the ini file)",
+                "E       AssertionError: zenmetry: recorded() missed statements: 1 statement(s) ran on the postgresql *",
+            ]
+        )
+
     def test_nested_blocks_each_keep_their_own_units(self, project: pytest.Pytester) -> None:
         """recorded() around assert_budget around a request, then more units: each block keeps
         its own (it raised ValueError from list.remove, which compared collectors by equality)."""

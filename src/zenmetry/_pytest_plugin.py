@@ -55,6 +55,7 @@ class _Snapshots:
         self.strict = strict
         self.read: dict[Path, Any] = {}  # file -> its entries, or the ConfigError it raised
         self.outcomes: list[dict[str, Any]] = []
+        self.written: list[str] = []
 
     def path(self, module: Path) -> Path:
         from zenmetry._snapshots import SUFFIX
@@ -103,7 +104,6 @@ class _Snapshots:
         for outcome in self.outcomes:
             if outcome["state"] in ("recorded", "updated"):
                 by_file[outcome["file"]].append(outcome)
-        self.written: list[str] = []
         for file, outcomes in sorted(by_file.items()):
             path = Path(file)
             self.read.pop(path, None)  # read again: another process may not have seen it as this one did
@@ -158,7 +158,7 @@ class _Snapshots:
             ", ".join(f"{counts[state]} {state}" for state in ("same", *labels) if counts[state])
             + f"; tests with a snapshot: units {before[0]} -> {after[0]}, queries {before[1]} -> {after[1]}"
         )
-        for written in getattr(self, "written", []):
+        for written in self.written:
             terminalreporter.write_line(f"written: {written}")
 
 
