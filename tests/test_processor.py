@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from opentelemetry import context, trace
@@ -354,3 +355,111 @@ class TestGuard:
                 pass
             setup.processor.finish(span, "d/", GET)
         assert setup.spans()["GET /d"].attributes["zen.db.queries"] == 0
+
+
+class TestThreadsOfAUnit:
+    def test_figures_stay_exact_when_many_threads_end_db_spans_at_once(self, setup: Setup) -> None:
+        """200 units, each fanning out to 8 threads that start together and each end 20 DB spans
+        and 10 external calls, switching as often as the interpreter allows: every unit counts
+        160 queries of one shape (per system too) and 80 external calls. (Without the lock, two
+        threads making a unit's first call of a shape at once each counted it as the first.)"""
+        import sys
+        import threading
+
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            tracer = setup.tracer  # one tracer: the SDK's get_tracer is not meant for racing threads
+            for round_ in range(200):
+                with tracer.start_as_current_span(f"GET /fan/{round_}", kind=SpanKind.SERVER) as span:
+                    unit_context = context.get_current()
+                    start = threading.Barrier(8)
+
+                    def work(unit_context: context.Context = unit_context, start: threading.Barrier = start) -> None:
+                        token = context.attach(unit_context)
+                        try:
+                            start.wait()
+                            for i in range(20):
+                                db(tracer, "SELECT 1")
+                                if i % 2:
+                                    with tracer.start_as_current_span(
+                                        "GET", kind=SpanKind.CLIENT, attributes={"http.request.method": "GET"}
+                                    ):
+                                        pass
+                        finally:
+                            context.detach(token)
+
+                    threads = [threading.Thread(target=work) for _ in range(8)]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        thread.join()
+                    setup.processor.finish(span, "fan/", GET)
+        finally:
+            sys.setswitchinterval(interval)
+        figures = {
+            (
+                span.attributes["zen.db.queries"],
+                span.attributes["zen.db.postgresql.queries"],
+                span.attributes["zen.db.repeated_max"],
+                span.attributes["zen.external.calls"],
+            )
+            for span in setup.exporter.get_finished_spans()
+            if span.name.startswith("GET /fan/")
+        }
+        assert figures == {(160, 160, 160, 80)}
+
+
+class TestSharedMemory:
+    def test_a_unit_alone_has_its_own_memory_figure(self, setup: Setup) -> None:
+        with setup.tracer.start_as_current_span("GET /a", kind=SpanKind.SERVER) as span:
+            setup.processor.finish(span, "a/", GET)
+        assert setup.spans()["GET /a"].attributes["zen.memory.shared"] is False
+        assert [count for count, _ in setup.metric("zen.unit.memory.growth").values()] == [1]
+
+    def test_units_side_by_side_share_their_memory_figure(self, setup: Setup, tmp_path: Path) -> None:
+        """Two requests open at once (threads, greenlets, ASGI): both say their memory is shared,
+        neither is checked against ``memory_mb`` nor recorded as memory growth; the next one,
+        alone, is."""
+        from zenmetry._budgets import Budgets
+
+        path = tmp_path / "zenmetry.toml"
+        path.write_text("[http]\nmemory_mb = 0\nqueries = 0\n")
+        setup.processor.settings = Settings(budgets=Budgets.from_file(path))
+        first = setup.tracer.start_span("GET /one", kind=SpanKind.SERVER)
+        second = setup.tracer.start_span("GET /two", kind=SpanKind.SERVER)
+        kept = [b"x" * (4 * 2**20)]  # the process grows while both are open
+        with trace.use_span(first, end_on_exit=True):
+            db(setup.tracer)
+            setup.processor.finish(first, "one/", GET)
+        with trace.use_span(second, end_on_exit=True):
+            setup.processor.finish(second, "two/", GET)
+        with setup.tracer.start_as_current_span("GET /three", kind=SpanKind.SERVER) as third:
+            kept.append(b"y" * (4 * 2**20))
+            setup.processor.finish(third, "three/", GET)
+        spans = setup.spans()
+        assert [spans[f"GET /{n}"].attributes["zen.memory.shared"] for n in ("one", "two", "three")] == [
+            True,
+            True,
+            False,
+        ]
+        assert [spans[f"GET /{n}"].attributes.get("zen.budget.breached") for n in ("one", "two", "three")] == [
+            ("queries",),
+            None,
+            ("memory_mb",),
+        ]
+        growth = setup.metric("zen.unit.memory.growth")
+        assert {dict(key)["zen.unit.name"]: count for key, (count, _) in growth.items()} == {"three/": 1}
+        assert len(kept) == 2
+
+    def test_an_eager_task_does_not_share_the_memory_of_its_request(self, setup: Setup) -> None:
+        celery = setup.provider.get_tracer(CELERY_SCOPE)
+        with setup.tracer.start_as_current_span("GET /e", kind=SpanKind.SERVER) as request:
+            with celery.start_as_current_span("run/t", kind=SpanKind.CONSUMER) as task:
+                setup.processor.finish(task, "t", {"celery.state": "SUCCESS"})
+            setup.processor.finish(request, "e/", GET)
+        spans = setup.spans()
+        assert (spans["run/t"].attributes["zen.memory.shared"], spans["GET /e"].attributes["zen.memory.shared"]) == (
+            False,
+            False,
+        )

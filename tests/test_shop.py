@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -68,7 +69,7 @@ class TestDemo:
 
 @pytest.fixture
 def shop_database() -> str:
-    name = "zenmetry_shop_test"
+    name = f"zenmetry_shop_test_{os.getpid()}"
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {name}")
@@ -130,3 +131,19 @@ class TestShopOnRealServers:
             attributes["zen.budget"],
             "zen.budget.breached" in attributes,
         ) == (5, "http", False)
+
+    def test_the_invoices_page_makes_thirty_queries_within_its_own_budget(
+        self, receiver: Receiver, shop_database: str
+    ) -> None:
+        server = shop(receiver, DATABASE_URL=shop_database, ZENMETRY_DB_SPANS="detail")
+        assert server.get("/invoices/")[0] == 200
+        server.stop()
+        receiver.wait(lambda r: len(r.units()) == 1)
+        attributes = receiver.units()[0].attributes
+        assert (
+            attributes["zen.db.postgresql.queries"],
+            attributes["zen.db.repeated_max"],
+            attributes["zen.budget"],
+            "zen.budget.breached" in attributes,
+            attributes["zen.db.spans"],
+        ) == (30, 6, "invoices/", False, "summarized")

@@ -205,3 +205,42 @@ class TestOverOtlp:
         }
         receiver.wait(lambda r: r.total("zen.unit.db.queries", db__system="all").count == 4)
         assert receiver.total("zen.unit.db.queries", db__system="all").sum == 16
+
+    @pytest.mark.parametrize("db_spans", ["detail", "all"])
+    @pytest.mark.parametrize("sampler", ["always_on", "always_off"])
+    def test_both_modes_give_the_same_exact_metrics_and_no_trace_loses_a_parent(
+        self, receiver: Receiver, db_spans: str, sampler: str
+    ) -> None:
+        """A call out to an instrumented downstream server: its client span and the downstream's
+        span are exported in both modes; the metrics are the ground truth whatever is exported."""
+        mode = {"ZENMETRY_DB_SPANS": db_spans, "ZENMETRY_DB_SPANS_RATIO": "0", "OTEL_TRACES_SAMPLER": sampler}
+        downstream = gunicorn(receiver, "--workers", "1", **mode)
+        server = gunicorn(receiver, "--workers", "1", ZEN_TEST_EXTERNAL_URL=f"{downstream.url}/downstream", **mode)
+        for path in ("/queries/3/", "/nplusone/", "/boom/", "/external/requests/2/?timeout=3"):
+            server.get(path)
+        server.stop()
+        downstream.stop()
+        receiver.wait(lambda r: r.total("zen.unit.db.queries", db__system="all").count == 5)
+        assert receiver.total("zen.unit.db.queries", db__system="all").sum == 3 + 12 + 1 + 0 + 2
+        assert receiver.total("zen.unit.db.queries", db__system="postgresql").sum == 18
+        assert receiver.total("zen.unit.external.calls").sum == 1
+        assert receiver.total("zen.budget.breaches").value == 1  # the N+1's repeated_queries
+        spans = receiver.spans()
+        if sampler == "always_off":
+            assert spans == []
+            return
+        ids = {span.span_id for span in spans}
+        # Unit spans may have a parent in the process that made the request (this one, when an
+        # earlier test instrumented it): every other span's parent is exported.
+        orphans = [
+            span.name for span in spans if "zen.unit.kind" not in span.attributes and span.parent_span_id not in ids
+        ]
+        db = [span for span in spans if "db.system" in span.attributes or "db.system.name" in span.attributes]
+        (call,) = [span for span in spans if span.kind == "CLIENT" and span not in db]
+        (inner,) = [unit for unit in receiver.units() if unit.parent_span_id == call.span_id]
+        assert (orphans, len(db), inner.parent_span_id, inner.attributes["zen.db.queries"]) == (
+            [],
+            18 if db_spans == "all" else 12 + 1,
+            call.span_id,
+            2,
+        )

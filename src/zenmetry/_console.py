@@ -26,7 +26,7 @@ def line(unit: FinishedUnit) -> str:
     if figures.no_timeout:
         where = f" at {figures.no_timeout_sites[0]}" if figures.no_timeout_sites else ""
         external += f" ({figures.no_timeout} without timeout{where})"
-    memory = f"mem {_signed_mib(figures.rss_delta_bytes)}"
+    memory = f"mem {_signed_mib(figures.rss_delta_bytes)}" + (" shared" if figures.memory_shared else "")
     if figures.allocations is not None:
         memory += f" (traced: {_mib(figures.allocations.traced_bytes)} held"
         if figures.allocations.sites:

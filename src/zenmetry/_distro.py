@@ -14,13 +14,15 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_PROTOCOL
 from opentelemetry.util._importlib_metadata import EntryPoint
 
-from zenmetry import _state, integrations
+from zenmetry import _green, _state, integrations
 
 
 class ZenmetryDistro(BaseDistro):
     """Defaults the user's environment can override, and zenmetry's integrations."""
 
     def _configure(self, **kwargs: Any) -> None:
+        # First: a gevent or eventlet worker is patched before the SDK creates anything.
+        _green.patch()
         os.environ.setdefault(OTEL_TRACES_EXPORTER, "otlp")
         os.environ.setdefault(OTEL_METRICS_EXPORTER, "otlp")
         # OTLP over HTTP/protobuf: lighter on the request path than gRPC, and the only

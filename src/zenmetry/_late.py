@@ -5,7 +5,8 @@ The driver instrumentations trace the connections opened *after* they load (they
 ``connect``); a connection already open stays untraced, and a block measured on it would count
 none of its queries. ``zenmetry.testing`` may be imported at any time (inside a test, long after
 pytest-django opened the test database), so when it instruments the process it looks for the
-Django connections already open, and traces each one in place: for psycopg 3 and psycopg2 a
+Django connections already open, and traces each one in place (psycopg 3 needs nothing: zenmetry
+traces its cursor classes themselves): for psycopg2 a
 traced cursor factory derived from the connection's own (Django's cursor classes are kept), for
 SQLite the instrumentation's connection proxy. A connection that cannot be traced is watched
 instead (Django's ``execute_wrappers``): statements run on it while something measures are
@@ -82,7 +83,10 @@ def _trace(wrapper: Any, tracer_provider: Any) -> None:
     module = type(connection).__module__.split(".")[0]
     try:
         if module == "psycopg":
-            _trace_cursor_factory(connection, "psycopg", tracer_provider)
+            # zenmetry's psycopg integration traces the cursor classes themselves: every
+            # connection, however old, is traced then, and a traced factory would count twice.
+            if not _class_traced():
+                _trace_cursor_factory(connection, "psycopg", tracer_provider)
         elif module == "psycopg2":
             _trace_cursor_factory(connection, "psycopg2", tracer_provider)
         elif module == "sqlite3" and wrapper.vendor == "sqlite":
@@ -93,6 +97,12 @@ def _trace(wrapper: Any, tracer_provider: Any) -> None:
             _unmeasurable(wrapper, f"zenmetry cannot trace an open {wrapper.vendor} connection")
     except Exception as error:  # noqa: BLE001  # the instrumentation refused it: say so where it matters
         _unmeasurable(wrapper, f"tracing it failed ({type(error).__name__}: {error})")
+
+
+def _class_traced() -> bool:
+    import psycopg
+
+    return hasattr(psycopg.Cursor.execute, "__wrapped__")
 
 
 def _trace_cursor_factory(connection: Any, driver: str, tracer_provider: Any) -> None:

@@ -3,16 +3,37 @@
 Every point carries ``zen.unit.kind`` and ``zen.unit.name`` plus the bounded attributes its
 kind adds (method and status code for ``http``, ``celery.state`` for ``task``); nothing
 unbounded (path, id, user, statement) is ever recorded.
+
+The points go into the SDK's own aggregations, bound once per attribute set. Through the
+public ``record()``, every point pays the SDK's per-point work again: cleaning the attributes,
+the exemplar filter, finding the reader storages and views, hashing the attributes to find the
+aggregation (about 13 us per point, 8 points per unit: 107 us per unit on this machine). The
+aggregation an attribute set lands in never changes while the readers stay the same, so the
+first point of each set goes through ``record()``, which creates the aggregations, and the next
+ones are handed to those aggregations directly (about 25 us per unit). The SDK still does all
+the rest, so the output is the same: temporality, views, exemplars, readers, Prometheus.
+Aggregating in zenmetry and handing the SDK finished points was the other way; it would be
+cheaper still by ~20 us but has to redo temporality, views and exemplars per reader.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
+from typing import Any
 
+from opentelemetry.context import get_current
 from opentelemetry.metrics import MeterProvider, get_meter
 
 from zenmetry import _names
 from zenmetry._units import FinishedUnit
+
+try:  # the SDK's internals the binding reaches; without them every point takes record()
+    from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
+    from opentelemetry.sdk.metrics._internal.measurement import Measurement
+except ImportError:  # pragma: no cover - another SDK
+    _hash_attributes = Measurement = None  # type: ignore[assignment,misc]
 
 # Bucket boundaries sized for requests and tasks; the SDK's defaults (0 to 10,000) suit
 # neither seconds nor query counts.
@@ -72,20 +93,94 @@ class Instruments:
             description="Budget limits exceeded, by zen.limit.",
         )
 
+        self._consumer = getattr(self.duration, "_measurement_consumer", None)
+        # (instrument, unit attributes, system or limit) -> the SDK aggregations its points go
+        # to in every reader, or None when the SDK's internals are not what _bind expects.
+        self._bound: dict[tuple[Any, ...], tuple[Any, ...] | None] = {}
+        self._storages: object = None
+
     def record(self, unit: FinishedUnit) -> None:
         """Record one finished unit, with its kind's own bounded point attributes."""
+        storages = getattr(self._consumer, "_reader_storages", None)
+        if storages is not self._storages:  # a reader was added or removed: bind again
+            self._bound, self._storages = {}, storages
         figures = unit.figures
         base = {_names.UNIT_KIND: figures.kind, _names.UNIT_NAME: figures.name, **unit.point}
-        self.duration.record(figures.duration_ms / 1e3, base)
-        self.memory_growth.record(max(figures.rss_delta_bytes, 0), base)
-        self.external_calls.record(figures.external_calls, base)
-        self.external_no_timeout.record(figures.no_timeout, base)
+        points = _Points(self, tuple(base.items()))
+        points.add(self.duration, figures.duration_ms / 1e3, base)
+        if not figures.memory_shared:  # a shared figure is the process's, not this unit's
+            points.add(self.memory_growth, max(figures.rss_delta_bytes, 0), base)
+        points.add(self.external_calls, figures.external_calls, base)
+        points.add(self.external_no_timeout, figures.no_timeout, base)
         for system, (count, duration_ms) in figures.systems.items():
             per_system = {**base, _names.DB_SYSTEM: system}
-            self.db_queries.record(count, per_system)
-            self.db_duration.record(duration_ms / 1e3, per_system)
+            points.add(self.db_queries, count, per_system, system)
+            points.add(self.db_duration, duration_ms / 1e3, per_system, system)
         overall = {**base, _names.DB_SYSTEM: _names.ALL_SYSTEMS}
-        self.db_queries.record(figures.queries, overall)
-        self.db_duration.record(figures.db_duration_ms / 1e3, overall)
+        points.add(self.db_queries, figures.queries, overall, _names.ALL_SYSTEMS)
+        points.add(self.db_duration, figures.db_duration_ms / 1e3, overall, _names.ALL_SYSTEMS)
         for breach in unit.breaches:
-            self.breaches.add(1, {**base, _names.LIMIT: breach.limit})
+            points.add(self.breaches, 1, {**base, _names.LIMIT: breach.limit}, breach.limit)
+
+
+_UNBOUND: Any = object()
+
+
+class _Points:
+    """The points of one unit: one time, one context and one exemplar decision for all."""
+
+    __slots__ = ("_context", "_enabled", "_instruments", "_key", "_now", "_sample")
+
+    def __init__(self, instruments: Instruments, key: tuple[Any, ...]) -> None:
+        self._instruments = instruments
+        self._key = key
+        self._now = time.time_ns()
+        self._context = get_current()
+        self._sample: bool | None = None
+        self._enabled = True
+
+    def add(self, instrument: Any, value: float, attributes: Mapping[str, str | int], extra: str = "") -> None:
+        bound, key = self._instruments._bound, (instrument, self._key, extra)
+        aggregations = bound.get(key, _UNBOUND)
+        if aggregations is _UNBOUND or aggregations is None or not 0 <= value < math.inf:
+            # The SDK's own path, which also warns about a value it refuses. The first point of
+            # an attribute set creates its aggregations: bind them for the next ones.
+            if instrument is self._instruments.breaches:
+                instrument.add(value, attributes, self._context)
+            else:
+                instrument.record(value, attributes, self._context)
+            if aggregations is _UNBOUND:
+                bound[key] = _bind(instrument, attributes)
+            return
+        if self._sample is None:
+            # What the SDK decides per point from the context, the same for all of them (and the
+            # meter's enabled flag, the same for every instrument of it).
+            config = self._instruments._consumer._sdk_config  # type: ignore[union-attr]
+            self._enabled = instrument._is_enabled()
+            self._sample = self._enabled and config.exemplar_filter.should_sample(value, self._now, None, self._context)
+        if not self._enabled:
+            return
+        # No attributes on the measurement: the aggregation has them, and an exemplar carries
+        # only the attributes a view filtered out of its point (none here).
+        measurement = Measurement(value, self._now, instrument, self._context, None)
+        for aggregation in aggregations:
+            aggregation.aggregate(measurement, self._sample)
+
+
+def _bind(instrument: Any, attributes: Mapping[str, str | int]) -> tuple[Any, ...] | None:
+    """The aggregations the SDK made for ``attributes`` in every reader's storage, found as its
+    ``_ViewInstrumentMatch.consume_measurement`` finds them; None if its internals differ."""
+    if Measurement is None:
+        return None
+    try:
+        if not instrument._is_enabled():
+            return None
+        found = []
+        for storage in instrument._measurement_consumer._reader_storages.values():
+            for match in storage._instrument_view_instrument_matches[instrument]:
+                keys = match._view._attribute_keys
+                kept = dict(attributes) if keys is None else {k: v for k, v in attributes.items() if k in keys}
+                found.append(match._attributes_aggregation[_hash_attributes(kept)])
+        return tuple(found)
+    except (AttributeError, KeyError, TypeError):
+        return None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any, Final
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -23,7 +22,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Status, StatusCode
 
 from zenmetry import _names
-from zenmetry._shapes import normalize_sql
+from zenmetry._shapes import sql_shape
 from zenmetry._spans import plain_attributes
 
 _STATEMENTS: Final = (_names.DB_STATEMENT, _names.DB_QUERY_TEXT)
@@ -142,9 +141,10 @@ def strip_messages(stacktrace: str) -> str:
     return "\n".join(kept)
 
 
-@lru_cache(maxsize=4096)
 def _statement(statement: str, system: str) -> str:
-    return normalize_sql(statement, system)
+    # A shape's text is the statement without its literals: the processor shaped every DB call
+    # of a unit already, so the export finds it in the shapes' cache instead of a second one.
+    return sql_shape(statement, system)[1]
 
 
 def strip_query(url: str) -> str:

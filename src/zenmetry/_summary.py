@@ -40,7 +40,7 @@ class DbSpanGate(SpanProcessor):
         self.export.on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context.span_id not in self._held:
+        if span._context[1] not in self._held:  # type: ignore[index] # the span id (see _processor)
             self.export.on_end(span)
 
     def release(self, spans: Iterable[ReadableSpan]) -> None:

@@ -24,8 +24,8 @@ NEVER: Final = 2**62
 
 
 class OpenUnit:
-    """Running figures of one unit. Mutated only by the span processor, without locks: each
-    unit is fed by the spans of its own request or task."""
+    """Running figures of one unit. Mutated only by the span processor, under its lock (the
+    threads a unit starts feed it at the same time)."""
 
     __slots__ = (
         "db_ns",
@@ -45,6 +45,7 @@ class OpenUnit:
         "repeated_crossing",
         "rss_start",
         "shapes",
+        "shared",
         "sites",
         "slow",
         "slow_ns",
@@ -63,6 +64,9 @@ class OpenUnit:
         self.span_id = span.get_span_context().span_id
         self.start_ns = start_ns
         self.rss_start = rss_start
+        # True once another unit (not an enclosing one) ran in the process beside this one:
+        # the RSS delta is then the process's, shared with it.
+        self.shared = False
         self.queries = 0
         self.db_ns = 0
         self.slowest_ns = 0
@@ -161,6 +165,7 @@ class OpenUnit:
             external_duration_ms=self.external_ns / 1e6,
             no_timeout=self.no_timeout,
             rss_delta_bytes=rss_end - self.rss_start,
+            memory_shared=self.shared,
             duration_ms=max(end_ns - self.start_ns, 0) / 1e6,
             statements=tuple(self.statements) if self.statements is not None else None,
             slowest_ms=self.slowest_ns / 1e6,
@@ -224,6 +229,10 @@ class Figures:
     """Where the external calls without a timeout were made (the first ten)."""
     allocations: Allocations | None = None
     """What a traced unit still held at its end (``ZENMETRY_MEMORY_TRACE``)."""
+    memory_shared: bool = False
+    """Another unit ran in the process beside this one (threads, greenlets, ASGI): the RSS
+    delta is the process's, shared with it, so ``memory_mb`` is not checked and no memory
+    growth is recorded for this unit."""
 
     def actual(self, limit: str) -> int | float:
         """The figure a limit is checked against, in the limit's own unit."""
@@ -245,6 +254,8 @@ def breaches(budget: Budget, figures: Figures) -> list[Breach]:
     """The limits of ``budget`` that ``figures`` exceed (strictly: equality is within budget)."""
     found = []
     for limit, value in budget.checks:
+        if limit == "memory_mb" and figures.memory_shared:
+            continue  # the growth of the process, not this unit's own
         actual = figures.actual(limit)
         if actual > value:
             found.append(Breach(limit, value, actual))

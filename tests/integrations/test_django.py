@@ -55,26 +55,37 @@ class TestRequestFigures:
         assert set(zen.metric("zen.unit.duration")) == {frozenset(base)}
 
     def test_every_orm_statement_becomes_a_db_span_of_the_request(self, zen: Harness, client: Client) -> None:
-        """Inserts, bulk inserts, savepoints, updates, a server-side cursor (``iterator()``), counts,
-        joins and cascading deletes: each statement Django executes is one DB span of the request."""
+        """Inserts, bulk inserts, transactions, savepoints, updates, a server-side cursor
+        (``iterator()``), counts, joins and cascading deletes: each statement Django executes is
+        one DB span of the request, and so is each other round trip (BEGIN, COMMIT, FETCH, CLOSE)."""
         response = client.get("/orm/")
         executed = response.json()["executed"]
         assert executed == 11
-        assert zen.unit().attributes["zen.db.queries"] == 11
-        assert len(zen.db_spans()) == 11
+        assert zen.unit().attributes["zen.db.queries"] == 21
+        assert len(zen.db_spans()) == 21
         statements = [span.attributes["db.statement"].split()[0] for span in zen.db_spans()]
         assert statements == [
             "INSERT",
+            "BEGIN",
             "INSERT",
             "SAVEPOINT",
             "UPDATE",
             "RELEASE",
+            "COMMIT",
+            "SELECT",  # the server-side cursor's DECLARE: its span ends before its fetches'
+            "FETCH",
+            "FETCH",
+            "FETCH",
+            "CLOSE",
             "SELECT",
             "SELECT",
-            "SELECT",
+            "BEGIN",
+            "DELETE",
+            "COMMIT",
+            "BEGIN",
             "DELETE",
             "DELETE",
-            "DELETE",
+            "COMMIT",
         ]
 
     def test_a_route_inside_an_include_is_named_by_its_full_template(self, zen: Harness, client: Client) -> None:
@@ -141,3 +152,57 @@ ZERO_WHEN_IDLE = {
     "zen.external.duration_ms": float,
     "zen.external.no_timeout": int,
 }
+
+
+class TestStreamedResponsesInProcess:
+    """The streamed body in this process (Django's test clients); the real servers, and clients
+    that leave mid-stream, are in ``tests/test_execution_models.py``."""
+
+    def test_a_streamed_body_counts_until_the_response_is_closed(self, zen: Harness, client: Client) -> None:
+        """Nothing is finished while the body is unread; reading it all closes the response and
+        finishes the unit with 1 + 6 queries, each a child of the request span."""
+        response = client.get("/stream/1/6/")
+        assert zen.units() == []
+        assert b"".join(response.streaming_content) == b"x" * 18
+        unit = zen.unit()
+        assert unit.attributes["zen.db.queries"] == 7
+        assert [span.parent.span_id for span in zen.db_spans()] == [unit.context.span_id] * 7
+        assert unit.end_time >= max(span.end_time for span in zen.db_spans())
+
+    def test_an_async_body_under_the_async_client(self, zen: Harness) -> None:
+        import asyncio
+
+        from django.test import AsyncClient
+
+        async def fetch() -> bytes:
+            response = await AsyncClient().get("/astream/2/3/")
+            return b"".join([part async for part in response.streaming_content])
+
+        assert asyncio.run(fetch()) == b"x" * 9
+        assert zen.unit().attributes["zen.db.queries"] == 5
+
+    def test_a_file_response_finishes_when_closed(self, zen: Harness, client: Client) -> None:
+        response = client.get("/file/64/")
+        assert len(b"".join(response.streaming_content)) == 64 * 1024
+        response.close()
+        assert (zen.unit().attributes["zen.unit.name"], zen.unit().attributes["zen.db.queries"]) == (
+            "file/<int:kib>/",
+            1,
+        )
+
+    def test_a_body_that_raises_still_finishes_its_unit(self, zen: Harness, client: Client) -> None:
+        """The application sees its own error; the unit has the query made before it."""
+        response = client.get("/stream-fails/")
+        with pytest.raises(RuntimeError, match="the body fails on purpose"):
+            b"".join(response.streaming_content)
+        response.close()
+        assert zen.unit().attributes["zen.db.queries"] == 1
+
+
+class TestThreadsInProcess:
+    def test_executor_and_thread_queries_count_for_the_request(self, zen: Harness, client: Client) -> None:
+        assert client.get("/fanout/8/").status_code == 200
+        assert zen.unit().attributes["zen.db.queries"] == 8
+        zen.reset()
+        assert client.get("/threads/3/").status_code == 200
+        assert zen.unit().attributes["zen.db.queries"] == 3

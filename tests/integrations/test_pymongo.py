@@ -1,9 +1,12 @@
-"""MongoDB command shapes keep keys and lose every value."""
+"""MongoDB command shapes keep keys and lose every value; a command is one DB call."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
+from support.harness import Harness
 from zenmetry._shapes import MAX_TEXT
 from zenmetry.integrations.pymongo import mongo_shape
 
@@ -57,3 +60,21 @@ class TestMongoShape:
     def test_a_huge_document_stops_at_the_shape_length(self) -> None:
         text = mongo_shape({"find": "c", "filter": {f"field{i}": i for i in range(100_000)}})[1]
         assert (len(text), text[:28]) == (MAX_TEXT, 'c.find {"field0": ?, "field1')
+
+
+class TestOneSpanPerCommand:
+    def test_a_command_is_one_db_call_even_with_pymongo_tracing_asked_for(
+        self, zen: Harness, mongo_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Newer pymongo emits OpenTelemetry spans of its own when asked (this variable, or
+        ``MongoClient(tracing=...)``): with the pymongo instrumentation also running, a command
+        would be two or three DB calls. The pinned pymongo has none (``pymongo._otel`` absent):
+        one command, one DB span, the instrumentation's. Raising the pin must keep this true."""
+        import pymongo
+
+        monkeypatch.setenv("OTEL_PYTHON_INSTRUMENTATION_MONGODB_ENABLED", "true")
+        with pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000, socketTimeoutMS=5000) as client:
+            client.catalogue.products.find_one({"sku": "S1"})
+        (span,) = zen.db_spans()
+        assert span.instrumentation_scope.name == "opentelemetry.instrumentation.pymongo"
+        assert importlib.util.find_spec("pymongo._otel") is None

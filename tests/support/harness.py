@@ -4,6 +4,7 @@ on the real SDK, exporting to memory."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -22,7 +23,21 @@ from zenmetry._processor import UnitProcessor
 from zenmetry._sampler import AlwaysRecordSampler
 from zenmetry._settings import Settings
 
-INSTRUMENTED = {"django", "psycopg", "pymongo", "sqlite3", "celery", "requests", "httpx", "urllib3", "urllib"}
+INSTRUMENTED = {
+    "django",
+    "psycopg",
+    "psycopg2",
+    "pymongo",
+    "sqlite3",
+    "celery",
+    "requests",
+    "httpx",
+    "urllib3",
+    "urllib",
+    "threading",
+}
+if os.environ.get("ZEN_TEST_PG_DRIVER") == "psycopg2":
+    INSTRUMENTED.discard("psycopg")  # hidden from Django by the test project's settings
 
 
 @dataclass

@@ -87,6 +87,8 @@ class Span:
     resource: dict[str, Any]
     scope: str
     status_code: int
+    start_ns: int = 0
+    end_ns: int = 0
 
     def events_named(self, name: str) -> list[dict[str, Any]]:
         return [attrs for event_name, attrs in self.events if event_name == name]
@@ -254,6 +256,8 @@ class Receiver:
                             resource=resource,
                             scope=scope_spans.scope.name,
                             status_code=span.status.code,
+                            start_ns=span.start_time_unix_nano,
+                            end_ns=span.end_time_unix_nano,
                         )
                     )
         with self._lock:

@@ -194,3 +194,34 @@ def gunicorn(receiver: Receiver, *args: str, app: str = "zentestapp.wsgi", **env
 
 def path_of(span: Span) -> str:
     return str(span.attributes.get("url.path") or span.attributes.get("http.target"))
+
+
+def uvicorn(receiver: Receiver, **env: str) -> Server:
+    """``opentelemetry-instrument uvicorn zentestapp.asgi:application``, exporting to ``receiver``."""
+    port = free_port()
+    command = [
+        str(BIN / "opentelemetry-instrument"),
+        str(BIN / "uvicorn"),
+        "zentestapp.asgi:application",
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
+    return start_server(command, otel_env(receiver, **env), port)
+
+
+def leave_mid_stream(server: Server, path: str, read: int) -> int:
+    """GET ``path``, read ``read`` bytes of the body, then close the connection: a client that
+    goes away in the middle of a streamed response. Returns the bytes read."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        got = 0
+        while got < read:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += len(chunk)
+        # RST rather than FIN: the server's next write fails at once.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    return got

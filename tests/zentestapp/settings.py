@@ -11,9 +11,35 @@ SECRET_KEY = "zenmetry-tests"
 DEBUG = os.environ.get("ZEN_TEST_DEBUG") == "1"
 ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "zentestapp.urls"
-INSTALLED_APPS = ["django.contrib.contenttypes", "zentestapp"]
-MIDDLEWARE: list[str] = []
-TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    # The admin and what it needs, for comparing zenmetry's count with Django's (zencountapp).
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
+    "zentestapp",
+    "zencountapp",
+]
+MIDDLEWARE: list[str] = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"

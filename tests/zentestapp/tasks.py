@@ -28,6 +28,23 @@ def queries(n: int, pause: float = 0.0) -> int:
     return n
 
 
+@app.task(name="zentestapp.tasks.fanout")
+def fanout(n: int) -> int:
+    """n queries fanned out to a ThreadPoolExecutor of 4 threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    def query(pk: int) -> bool:
+        try:
+            return Customer.objects.filter(pk=pk).exists()
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    with ThreadPoolExecutor(4) as pool:
+        return len(list(pool.map(query, range(1, n + 1))))
+
+
 @app.task(name="zentestapp.tasks.decorated")
 @budget(queries=5)
 def decorated(n: int) -> int:

@@ -6,6 +6,7 @@ api = [path("customers/<int:n>/", views.queries)]
 
 urlpatterns = [
     path("queries/<int:n>/", views.queries),
+    path("downstream/<int:n>", views.queries),  # no slash: what views.external calls
     path("mixed/", views.mixed),
     path("orm/", views.orm),
     path("async/<int:n>/", views.async_queries),
@@ -27,5 +28,13 @@ urlpatterns = [
     path("mongo-nplusone/", views.mongo_n_plus_one),
     path("decorated/<int:n>/", views.decorated),
     path("decorated-class/", views.DecoratedClass.as_view()),
+    path("stream/<int:before>/<int:during>/", views.stream),
+    path("astream/<int:before>/<int:during>/", views.astream),
+    path("stream-fails/", views.stream_fails),
+    path("file/<int:kib>/", views.file),
+    path("fanout/<int:n>/", views.fanout),
+    path("threads/<int:n>/", views.threads),
+    path("async-fanout/<int:n>/", views.async_fanout),
     path("api/v1/", include(api)),
+    path("count/", include("zencountapp.urls")),
 ]

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import tempfile
+import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pymongo
 import requests
 import urllib3
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.db import connection, connections, transaction
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views import View
 
@@ -46,7 +50,8 @@ def mixed(request: HttpRequest) -> JsonResponse:
 
 
 def orm(request: HttpRequest) -> JsonResponse:
-    """A tour of the ORM; returns how many statements Django itself executed."""
+    """A tour of the ORM; returns how many statements Django itself executed (the round trips
+    the driver makes besides, BEGIN, COMMIT, FETCH and CLOSE, are in the comments)."""
     executed = []
 
     def count(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
@@ -55,15 +60,16 @@ def orm(request: HttpRequest) -> JsonResponse:
 
     with connection.execute_wrapper(count):
         customer = Customer.objects.create(name="c")  # 1
-        with transaction.atomic():  # savepoint-free outer atomic in autocommit: no statement
+        with transaction.atomic():  # BEGIN ... COMMIT: 2 round trips, not statements Django executes
             Order.objects.bulk_create([Order(customer=customer, number=i) for i in range(3)])  # 1
             with transaction.atomic():  # SAVEPOINT, RELEASE: 2
                 Order.objects.filter(customer=customer).update(number=9)  # 1
-        list(Order.objects.filter(customer=customer).iterator(chunk_size=2))  # 1 (server-side cursor on PostgreSQL)
+        # 1 (a server-side cursor on PostgreSQL: DECLARE, then 3 FETCH and a CLOSE)
+        list(Order.objects.filter(customer=customer).iterator(chunk_size=2))
         Order.objects.filter(customer=customer).count()  # 1
         list(Order.objects.select_related("customer").filter(customer=customer))  # 1
-        Order.objects.filter(customer=customer).delete()  # 1 (or more on SQLite, see test)
-        customer.delete()  # 2: orders, then customer
+        Order.objects.filter(customer=customer).delete()  # 1 in BEGIN ... COMMIT (or more on SQLite, see test)
+        customer.delete()  # 2: orders, then customer, in BEGIN ... COMMIT
     return JsonResponse({"executed": len(executed)})
 
 
@@ -246,12 +252,116 @@ def raw_literal(request: HttpRequest, i: int) -> JsonResponse:
 
 
 def shape_caches(request: HttpRequest) -> JsonResponse:
-    """The statement-shape caches of this process (for benchmarks/soak.py)."""
-    from zenmetry import _scrub, _shapes
+    """The statement-shape cache of this process, which the export's scrubbing shares (for
+    benchmarks/soak.py)."""
+    from zenmetry import _shapes
 
-    return JsonResponse(
-        {
-            "sql_shape": _shapes.sql_shape.cache_info()._asdict(),
-            "scrubbed statements": _scrub._statement.cache_info()._asdict(),
-        }
+    return JsonResponse({"sql_shape": _shapes.sql_shape.cache_info()._asdict()})
+
+
+def _record(request: HttpRequest, made: int, started: int) -> None:
+    """Write how many queries the body made, and started, to ``?record=`` (a path): the ground
+    truth of a body the client may leave before its end."""
+    if "record" in request.GET:
+        with open(request.GET["record"], "w") as file:
+            file.write(f"{made} {started}")
+
+
+def stream(request: HttpRequest, before: int, during: int) -> StreamingHttpResponse:
+    """``before`` queries in the view, then a streamed body making one query per part, ``during``
+    parts (``?size=`` bytes each, ``?sleep=`` seconds after each, ``?call=1``: an external call
+    for each, ``?grow=`` MiB kept at the end)."""
+    for pk in range(1, before + 1):
+        list(Customer.objects.filter(pk=pk))
+    size, pause = int(request.GET.get("size", 3)), float(request.GET.get("sleep", 0))
+
+    def body():  # type: ignore[no-untyped-def]
+        made = started = 0
+        try:
+            for i in range(during):
+                started += 1
+                list(Customer.objects.filter(pk=i % 50 + 1))
+                made += 1
+                if "call" in request.GET:
+                    requests.get(f"{os.environ['ZEN_TEST_EXTERNAL_URL']}/ok", timeout=5)
+                yield b"x" * size
+                time.sleep(pause)
+            if "grow" in request.GET:
+                _kept.append(b"g" * (int(request.GET["grow"]) * 1024 * 1024))
+        finally:
+            _record(request, made, started)
+
+    return StreamingHttpResponse(body())
+
+
+async def astream(request: HttpRequest, before: int, during: int) -> StreamingHttpResponse:
+    """The same from an async view with an asynchronous body (``?sleep=`` after each part)."""
+    for pk in range(1, before + 1):
+        await Customer.objects.filter(pk=pk).aexists()
+    size, pause = int(request.GET.get("size", 3)), float(request.GET.get("sleep", 0))
+
+    async def body():  # type: ignore[no-untyped-def]
+        made = started = 0
+        try:
+            for i in range(during):
+                started += 1
+                await Customer.objects.filter(pk=i % 50 + 1).aexists()
+                made += 1
+                yield b"x" * size
+                await asyncio.sleep(pause)
+        finally:
+            _record(request, made, started)
+
+    return StreamingHttpResponse(body())
+
+
+def stream_fails(request: HttpRequest) -> StreamingHttpResponse:
+    """A streamed body that makes one query, then raises."""
+
+    def body():  # type: ignore[no-untyped-def]
+        list(Customer.objects.filter(pk=2))
+        yield b"x"
+        raise RuntimeError("the body fails on purpose")
+
+    return StreamingHttpResponse(body())
+
+
+def file(request: HttpRequest, kib: int) -> FileResponse:
+    """One query, then a file of ``kib`` KiB."""
+    list(Customer.objects.filter(pk=1))
+    handle = tempfile.TemporaryFile()  # noqa: SIM115 - FileResponse closes it
+    handle.write(b"f" * (kib * 1024))
+    handle.seek(0)
+    return FileResponse(handle)
+
+
+def _query_in_thread(pk: int) -> bool:
+    try:
+        return Customer.objects.filter(pk=pk).exists()
+    finally:
+        connections.close_all()  # this thread's own connection
+
+
+def fanout(request: HttpRequest, n: int) -> JsonResponse:
+    """n queries fanned out to a ThreadPoolExecutor of 4 threads."""
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(_query_in_thread, range(1, n + 1)))
+    return JsonResponse({"n": len(found)})
+
+
+def threads(request: HttpRequest, n: int) -> JsonResponse:
+    """n queries, each in a ``threading.Thread`` of its own."""
+    started = [threading.Thread(target=_query_in_thread, args=(pk,)) for pk in range(1, n + 1)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+    return JsonResponse({"n": n})
+
+
+async def async_fanout(request: HttpRequest, n: int) -> JsonResponse:
+    """n queries from an async view, each through ``sync_to_async(thread_sensitive=False)`` at once."""
+    found = await asyncio.gather(
+        *(sync_to_async(_query_in_thread, thread_sensitive=False)(pk) for pk in range(1, n + 1))
     )
+    return JsonResponse({"n": len(found)})

@@ -7,6 +7,7 @@ urlpatterns = [
     path("orders/fixed/", views.order_list_fixed),
     path("orders/<int:pk>/", views.order_detail),
     path("orders/<int:pk>/invoice/", views.invoice),
+    path("invoices/", views.invoices),
     path("catalogue/", views.catalogue),
     path("checkout/<int:pk>/", views.checkout),
     path("checkout/<int:pk>/background/", views.checkout_background),

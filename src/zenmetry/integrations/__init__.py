@@ -50,6 +50,7 @@ INTEGRATIONS: Final = {
     "django": "django",
     "httpx": "http",
     "psycopg": "psycopg",
+    "psycopg2": "psycopg2",
     "pymongo": "pymongo",
     "requests": "http",
     "urllib": "http",

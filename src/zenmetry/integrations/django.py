@@ -1,8 +1,12 @@
-"""Django: the response hook that finishes an ``http`` unit, a safe start, and the databases'
-timeouts checked.
+"""Django: the response hook that finishes an ``http`` unit, streamed responses finished when
+they are closed, a safe start, and the databases' timeouts checked.
 
 The hook runs inside the Django instrumentation's ``process_response``, while the request
-span is still open, so the unit's figures can still be written on it.
+span is still open, so the unit's figures can still be written on it. A streamed response
+(``StreamingHttpResponse``, ``FileResponse``) is produced after ``process_response``, where the
+instrumentation ends the request span (opentelemetry-python-contrib #4681): zenmetry keeps the
+span open, makes it the current span while each part of the body is produced, and finishes the
+unit and ends the span when the response is closed (or, under ASGI, when the client went away).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import wrapt
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from zenmetry import _guard, _names, _state
@@ -26,26 +30,34 @@ logger = logging.getLogger("zenmetry")
 
 SETTINGS_VARIABLE: Final = "DJANGO_SETTINGS_MODULE"
 _MIDDLEWARE: Final = "opentelemetry.instrumentation.django.middleware.otel_middleware"
+_SPAN_KEY: Final = "opentelemetry-instrumentor-django.span_key"
+_STREAM: Final = "_zenmetry_stream"
+"""The attribute of a streamed response whose unit finishes when it is closed."""
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
 
 def response_hook(span: Any, request: Any, response: Any) -> None:
-    """``DjangoInstrumentor(response_hook=...)``: finish the request's unit."""
+    """``DjangoInstrumentor(response_hook=...)``: finish the request's unit (a streamed
+    response's when it is closed)."""
     processor = _state.processor()
-    if processor is None:
+    if processor is None or hasattr(response, _STREAM):
         return
     try:
-        match = getattr(request, "resolver_match", None)
-        route = getattr(match, "route", None)
-        method = request.method if request.method in _METHODS else "_OTHER"
-        processor.finish(
-            span,
-            route or _names.UNMATCHED,
-            {_names.HTTP_REQUEST_METHOD: method, _names.HTTP_RESPONSE_STATUS_CODE: response.status_code},
-            budget_of(match.func) if match is not None else None,
-        )
+        processor.finish(span, *_unit_of(request, response))
     except Exception:  # noqa: BLE001
         _guard.swallow("the Django response hook")
+
+
+def _unit_of(request: Any, response: Any) -> tuple[str, dict[str, str | int], Any]:
+    """The name, metric point and ``@budget`` of a request's unit."""
+    match = getattr(request, "resolver_match", None)
+    route = getattr(match, "route", None)
+    method = request.method if request.method in _METHODS else "_OTHER"
+    return (
+        route or _names.UNMATCHED,
+        {_names.HTTP_REQUEST_METHOD: method, _names.HTTP_RESPONSE_STATUS_CODE: response.status_code},
+        budget_of(match.func) if match is not None else None,
+    )
 
 
 class DjangoIntegration(Integration):
@@ -59,6 +71,8 @@ class DjangoIntegration(Integration):
         from django.conf import settings
 
         wrapt.wrap_function_wrapper(_MIDDLEWARE, "_DjangoMiddleware.process_view", _view_resolved)
+        wrapt.wrap_function_wrapper(_MIDDLEWARE, "_DjangoMiddleware.process_response", _responded)
+        wrapt.wrap_function_wrapper("django.core.handlers.asgi", "ASGIHandler.send_response", _sent)
         for finding in check_databases(settings.DATABASES):
             report(finding)
 
@@ -83,6 +97,125 @@ def _view_resolved(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs
         except Exception:  # noqa: BLE001
             _guard.swallow("the Django view hook")
     return result
+
+
+class _Stream:
+    """The unit of a streamed response: open until the response is closed."""
+
+    __slots__ = ("done", "end", "name", "override", "point", "span")
+
+    def __init__(self, span: Any, end: Callable[..., None], request: Any, response: Any) -> None:
+        self.span, self.end, self.done = span, end, False
+        self.name, self.point, self.override = _unit_of(request, response)
+
+    def finish(self) -> None:
+        """Finish the unit and end its span; the first call does, later ones do nothing."""
+        if self.done:
+            return
+        self.done = True
+        processor = _state.processor()
+        try:
+            if processor is not None:
+                processor.finish(self.span, self.name, self.point, self.override)
+        finally:
+            self.end()
+
+    def iterate(self, parts: Any) -> Any:
+        """The body's parts, each produced with the request span as the current span."""
+        current = trace.set_span_in_context(self.span)
+        while True:
+            token = context.attach(current)
+            try:
+                part = next(parts)
+            except StopIteration:
+                return
+            finally:
+                context.detach(token)
+            yield part
+
+    async def aiterate(self, parts: Any) -> Any:
+        """The same for an asynchronous body."""
+        current = trace.set_span_in_context(self.span)
+        while True:
+            token = context.attach(current)
+            try:
+                part = await anext(parts)
+            except StopAsyncIteration:
+                return
+            finally:
+                context.detach(token)
+            yield part
+
+
+def _responded(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    """Around the instrumentation's ``process_response``: a streamed response's request span
+    stays open (the instrumentation would end it here, before the body is produced) until the
+    response is closed."""
+    request, response = args if len(args) == 2 else (kwargs.get("request"), kwargs.get("response"))
+    stream = _stream_for(request, response)
+    if stream is None:
+        return wrapped(*args, **kwargs)
+    span = stream.span
+    span.end = _not_yet  # the instrumentation's activation ends the span on exit: not yet
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException:
+        del span.end
+        delattr(response, _STREAM)
+        span.end()
+        raise
+    del span.end
+    try:
+        if getattr(response, "file_to_stream", None) is None:
+            # A file is sent as it is (the server may use sendfile); any other body is produced
+            # part by part with the request span current, so its calls belong to the request.
+            body = response.streaming_content
+            response.streaming_content = stream.aiterate(body) if response.is_async else stream.iterate(body)
+        close = response.close
+
+        def closed() -> None:
+            try:
+                close()
+            finally:
+                stream.finish()
+
+        response.close = closed
+    except Exception:  # noqa: BLE001
+        _guard.swallow("the Django streamed response")
+        stream.finish()
+    return result
+
+
+def _stream_for(request: Any, response: Any) -> _Stream | None:
+    """A ``_Stream`` for a streamed response whose request is a unit of its own, else None."""
+    if not getattr(response, "streaming", False):
+        return None
+    processor = _state.processor()
+    try:
+        span = request.META.get(_SPAN_KEY)
+        if processor is None or span is None or processor.unit(span) is None:
+            return None
+        stream = _Stream(span, span.end, request, response)
+        setattr(response, _STREAM, stream)
+    except Exception:  # noqa: BLE001
+        _guard.swallow("the Django streamed response")
+        return None
+    return stream
+
+
+def _not_yet(*args: Any, **kwargs: Any) -> None:
+    """Stands in for a streamed response's ``span.end`` while the instrumentation would end it."""
+
+
+async def _sent(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    """Around ASGI's ``send_response``: a client that went away cancels it and Django then never
+    closes the response; the unit finishes here all the same."""
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        stream = getattr(args[0] if args else kwargs.get("response"), _STREAM, None)
+        if stream is not None:
+            stream.finish()
 
 
 def instrument_when_ready(instrument: Callable[[], None]) -> None:

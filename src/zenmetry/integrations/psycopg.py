@@ -1,62 +1,182 @@
-"""psycopg 3: DB spans for server-side cursors, which the instrumentation misses.
+"""psycopg 3: one DB span per round trip the application asks the driver for, and every
+connection left exactly as the application made it.
 
-``opentelemetry-instrumentation-psycopg`` traces cursors made by ``cursor_factory``; named
-(server-side) cursors come from ``ServerCursor``, which it never wraps. Django's
-``QuerySet.iterator()`` on PostgreSQL uses one, so without this those queries would be
-missing from their request. The wrapper reuses the instrumentation's own cursor tracer, so
-the spans look exactly like the others.
+``opentelemetry-instrumentation-psycopg`` traces a connection by replacing its
+``cursor_factory`` with a subclass of its own: the application then reads back a class it
+never set (Django's ``OPTIONS["cursor_factory"]`` and ``server_side_binding`` tests fail on
+it), and whatever does not go through that factory is missed: server-side cursors, the
+``BEGIN`` psycopg sends before a transaction's first statement, ``COMMIT``, ``ROLLBACK``,
+``FETCH`` and ``CLOSE``. zenmetry takes the instrumentation's connect wrappers off again and
+traces at the class level instead, with the instrumentation's own ``CursorTracer`` (the
+spans carry the same name and attributes as upstream's):
+
+- a statement: ``execute``/``executemany`` of ``Cursor`` and ``AsyncCursor`` (and so of
+  ``ClientCursor``, ``RawCursor`` and every application subclass), and ``execute`` of the
+  server-side cursors (their ``DECLARE``);
+- an internal command, ``BaseConnection._exec_command``: the implicit ``BEGIN``, ``COMMIT``,
+  ``ROLLBACK``, a server-side cursor's ``FETCH``, ``MOVE`` and ``CLOSE``, the savepoints of
+  ``Connection.transaction()``, two-phase commands and ``DEALLOCATE``.
+
+A transaction's ``BEGIN`` travels inside its first statement's call; zenmetry sends that same
+command just before the statement (what psycopg itself would do first), so that it is a span
+of its own and the statement's span does not contain it: durations never overlap, and their
+sum is the time spent in the database. Pipeline mode batches round trips: its commands are
+not counted one by one.
 """
 
 from __future__ import annotations
 
-import weakref
+from collections.abc import Generator
 from typing import Any, Final
 
+import psycopg
 import wrapt
 from opentelemetry.instrumentation.psycopg import CursorTracer, DatabaseApiIntegration, PsycopgInstrumentor
 from opentelemetry.instrumentation.psycopg.version import __version__
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from psycopg import pq
+from psycopg.sql import Composable
 
 from zenmetry import _guard
 from zenmetry.integrations import Integration
+from zenmetry.integrations._dbapi import Tracers, in_db_span, spanned
 
-# The instrumentation's integration object for each connection, made at its first server-side
-# cursor and dropped with the connection: a cache, not state (a new one would trace the same).
-_integrations: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+SCOPE: Final = "opentelemetry.instrumentation.psycopg"
+_IDLE: Final = pq.TransactionStatus.IDLE
+# What the instrumentor was given (tracer provider, sqlcommenter options): the spans zenmetry
+# makes are made as the instrumentation would have made them.
+_OPTIONS: Final = ("tracer_provider", "enable_commenter", "commenter_options", "enable_attribute_commenter")
+_options: dict[str, Any] = {}
+
+
+def _integration() -> DatabaseApiIntegration:
+    return DatabaseApiIntegration(
+        SCOPE,
+        PsycopgInstrumentor._DATABASE_SYSTEM,  # noqa: SLF001
+        connection_attributes=PsycopgInstrumentor._CONNECTION_ATTRIBUTES,  # noqa: SLF001
+        version=__version__,
+        connect_module=psycopg,  # type: ignore[arg-type]
+        **_options,
+    )
+
+
+tracer_for: Final = Tracers(_integration, CursorTracer)
+"""The instrumentation's cursor tracer for a connection, with its attributes."""
 
 
 class PsycopgIntegration(Integration):
     library = "psycopg"
 
+    def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
+        _options.update({key: kwargs[key] for key in _OPTIONS if key in kwargs})
+        _options["capture_parameters"] = kwargs.get("capture_parameters", False)
+
     def after(self, entry_point: str) -> None:
-        trace_server_cursors()
+        # Upstream's connect wrappers swap the connection's cursor_factory: take them off.
+        # Read from __dict__: through the class, a wrapped classmethod would come back bound.
+        for owner in (psycopg, psycopg.Connection, psycopg.AsyncConnection):
+            wrapper = vars(owner).get("connect")
+            if isinstance(wrapper, wrapt.BaseObjectProxy):
+                setattr(owner, "connect", wrapper.__wrapped__)  # noqa: B010
+        trace_psycopg()
 
 
 INTEGRATION: Final = PsycopgIntegration()
 
 
-def trace_server_cursors() -> None:
-    """Wrap ``psycopg.ServerCursor.execute`` (sync only: Django's ORM is sync underneath)."""
-    wrapt.wrap_function_wrapper("psycopg", "ServerCursor.execute", _traced_execute)
+def trace_psycopg() -> None:
+    """Wrap psycopg's cursor and connection classes (see the module docstring)."""
+    for name in ("Cursor.execute", "Cursor.executemany", "ServerCursor.execute"):
+        wrapt.wrap_function_wrapper("psycopg", name, _statement)
+    for name in ("AsyncCursor.execute", "AsyncCursor.executemany", "AsyncServerCursor.execute"):
+        wrapt.wrap_function_wrapper("psycopg", name, _statement_async)
+    wrapt.wrap_function_wrapper("psycopg._connection_base", "BaseConnection._exec_command", _command)
 
 
-def _traced_execute(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    try:
-        tracer = _tracer_for(instance.connection)
-    except Exception:  # noqa: BLE001
-        _guard.swallow("the psycopg server-side cursor wrapper")
+# -- statements ------------------------------------------------------------------------
+
+
+def _statement(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    tracer, connection, ahead = _prepare(instance)
+    if tracer is None:
         return wrapped(*args, **kwargs)
+    if ahead:
+        # Errors here are the statement's own (its BEGIN failed): the application gets them.
+        try:
+            with connection.lock:
+                for generator in ahead:
+                    connection.wait(generator)
+        except psycopg.Error:
+            raise
+        except Exception:  # noqa: BLE001 - not the database's: psycopg sends what is left, as usual
+            _guard.swallow("the psycopg round trips ahead of a statement")
     return tracer.traced_execution(instance, wrapped, *args, **kwargs)
 
 
-def _tracer_for(connection: Any) -> Any:
-    integration = _integrations.get(connection)
-    if integration is None:
-        integration = DatabaseApiIntegration(
-            "opentelemetry.instrumentation.psycopg",
-            PsycopgInstrumentor._DATABASE_SYSTEM,  # noqa: SLF001
-            connection_attributes=PsycopgInstrumentor._CONNECTION_ATTRIBUTES,  # noqa: SLF001
-            version=__version__,
-        )
-        integration.get_connection_attributes(connection)
-        _integrations[connection] = integration
-    return CursorTracer(integration)
+async def _statement_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    tracer, connection, ahead = _prepare(instance)
+    if tracer is None:
+        return await wrapped(*args, **kwargs)
+    if ahead:
+        try:
+            async with connection.lock:
+                for generator in ahead:
+                    await connection.wait(generator)
+        except psycopg.Error:
+            raise
+        except Exception:  # noqa: BLE001
+            _guard.swallow("the psycopg round trips ahead of a statement")
+    return await tracer.traced_execution_async(instance, wrapped, *args, **kwargs)
+
+
+def _prepare(cursor: Any) -> tuple[Any, Any, list[Any]]:
+    """The tracer, connection and round trips to send first for a statement on ``cursor``;
+    no tracer when the statement is not to be traced on its own."""
+    try:
+        if in_db_span(SCOPE) or not is_instrumentation_enabled():
+            return None, None, []
+        connection = cursor._conn  # noqa: SLF001
+        return tracer_for(connection), connection, _ahead(cursor, connection)
+    except Exception:  # noqa: BLE001
+        _guard.swallow("the psycopg statement wrapper")
+        return None, None, []
+
+
+def _ahead(cursor: Any, connection: Any) -> list[Any]:
+    """The round trips psycopg would make at the start of this statement, before its own:
+    closing a server-side cursor being reused, and the transaction's ``BEGIN``. Sent first,
+    each is a span of its own, outside the statement's."""
+    if cursor.closed or connection._pipeline or connection.closed:  # noqa: SLF001
+        return []  # psycopg raises, or batches: leave it all to psycopg
+    ahead = []
+    if getattr(cursor, "_described", False):  # ServerCursor._declare_gen does this first
+        ahead.append(_close_server_cursor(cursor))
+    if not connection._autocommit and connection.pgconn.transaction_status == _IDLE:  # noqa: SLF001
+        ahead.append(connection._start_query())  # noqa: SLF001
+    return ahead
+
+
+def _close_server_cursor(cursor: Any) -> Generator[Any, Any, None]:
+    yield from cursor._close_gen()  # noqa: SLF001
+    cursor._described = False  # noqa: SLF001
+
+
+# -- internal commands -----------------------------------------------------------------
+
+
+def _command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    generator = wrapped(*args, **kwargs)
+    try:
+        if instance._pipeline or in_db_span(SCOPE) or not is_instrumentation_enabled():  # noqa: SLF001
+            return generator
+        command = args[0] if args else kwargs["command"]
+        if isinstance(command, bytes):
+            statement = command.decode("utf-8", "replace")
+        elif isinstance(command, Composable):
+            statement = command.as_string(instance)
+        else:
+            statement = str(command)
+        return spanned(tracer_for(instance), instance, statement, generator)
+    except Exception:  # noqa: BLE001
+        _guard.swallow("the psycopg command wrapper")
+        return generator

@@ -1,0 +1,126 @@
+"""What zenmetry costs per request, in CPU instructions: steady whatever else the machine does.
+
+``overhead.py`` measures CPU time, which on two cores shared with other work moves by 20 % from
+round to round. Instructions do not (valgrind's callgrind counts them): here the example shop's
+two pages are served by Django's WSGI handler inside one process, started the way
+``overhead.py`` starts its servers (none, plain OpenTelemetry, zenmetry, zenmetry with
+``ZENMETRY_DB_SPANS=all``; OTLP/HTTP to a local sink), each run with a small and a large number
+of requests under callgrind; the difference divided by the extra requests is the instructions
+per request, export thread included (the process ends by flushing every span it made).
+
+    python benchmarks/instructions.py [--small 50] [--large 250]   # needs valgrind
+
+Uses the database ``overhead.py`` prepares (run it once first, or ``--prepare``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import overhead  # the same modes, sink and database as the CPU-time benchmark
+
+MODES = ("none", "plain", "zenmetry", "zenmetry-all")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", type=int, default=50)
+    parser.add_argument("--large", type=int, default=250)
+    parser.add_argument("--prepare", action="store_true", help="create and seed the database first")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--requests", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        _serve(args.serve, args.requests)
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is needed: apt-get install valgrind")
+    if args.prepare:
+        overhead.prepare_database()
+    overhead.install_plain_distro()
+    sink = overhead.Sink()
+    per_request: dict[tuple[str, str], int] = {}
+    try:
+        for path in overhead.PAGES:
+            print(f"\n{path} ({overhead.PAGES[path]}): instructions per request (callgrind)")
+            for mode in MODES:
+                counts = [_instructions(mode, path, n, sink) for n in (args.small, args.large)]
+                per_request[(mode, path)] = (counts[1] - counts[0]) // (args.large - args.small)
+                print(f"  {mode:<14}{per_request[(mode, path)]:>14,}")
+            plain = per_request[("plain", path)]
+            for mode in ("zenmetry", "zenmetry-all"):
+                print(f"  {mode} / plain: {per_request[(mode, path)] / plain:.3f}")
+            print(f"  plain / none: {plain / per_request[('none', path)]:.3f}")
+    finally:
+        sink.close()
+
+
+def _instructions(mode: str, path: str, requests: int, sink: overhead.Sink) -> int:
+    extra, launcher = _modes()[mode]
+    command = [sys.executable, __file__, "--serve", path, "--requests", str(requests)]
+    if launcher:
+        command = [str(overhead.BIN / "opentelemetry-instrument"), *command]
+    env = overhead.environment(
+        OTEL_SERVICE_NAME=f"bench-{mode}",
+        OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
+        OTEL_BSP_SCHEDULE_DELAY="200",
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_METRICS_EXPORTER="otlp",
+        OTEL_LOGS_EXPORTER="none",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(overhead.SHOP), extra.pop("PYTHONPATH", "")])),
+        **extra,
+    )
+    result = subprocess.run(
+        # The launcher execs the command: follow it (valgrind counts the process it becomes).
+        ["valgrind", "--tool=callgrind", "--trace-children=yes", "--callgrind-out-file=/dev/null", *command],
+        cwd=overhead.SHOP,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return sum(int(line.split(":")[-1]) for line in result.stderr.splitlines() if "Collected :" in line)
+
+
+def _modes() -> dict[str, tuple[dict[str, str], bool]]:
+    plain = {
+        "OTEL_PYTHON_DISTRO": "distro",
+        "OTEL_PYTHON_CONFIGURATOR": "configurator",
+        "PYTHONPATH": str(overhead.PLAIN),
+    }
+    zenmetry = {"OTEL_PYTHON_DISTRO": "zenmetry", "OTEL_PYTHON_CONFIGURATOR": "zenmetry"}
+    return {
+        "none": ({}, False),
+        "plain": (plain, True),
+        "zenmetry": (zenmetry, True),
+        "zenmetry-all": ({**zenmetry, "ZENMETRY_DB_SPANS": "all"}, True),
+    }
+
+
+def _serve(path: str, requests: int) -> None:
+    """Inside the measured process: Django's WSGI handler answers ``requests`` GETs of ``path``."""
+    from django.test import RequestFactory
+    from shop.wsgi import application  # sets Django up (the launcher has instrumented it)
+
+    environ = RequestFactory().get(path).environ
+
+    def start_response(status: str, headers: object, exc_info: object = None) -> None:
+        if not status.startswith("200"):
+            raise SystemExit(f"{path} answered {status}")
+
+    for _ in range(requests):
+        response = application(dict(environ), start_response)
+        b"".join(response)
+        response.close()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""DB spans for the round trips the DB-API instrumentations miss, made with their own tracer.
+
+Shared by the psycopg and psycopg2 integrations: a span made here has the name, kind and
+attributes the instrumentation's ``CursorTracer`` gives its own (``db.system``, ``db.name``,
+``db.statement``, ``db.user``, ``net.peer.*``), so the processor, the export guard and the
+verdict treat it like any other DB call. These round trips (``BEGIN``, ``COMMIT``,
+``ROLLBACK``, a cursor's ``FETCH``, ``MOVE`` and ``CLOSE``, psycopg's own savepoints) repeat by
+design: they count as DB calls, never as a repeated statement (``NO_SHAPE``), as a MongoDB
+``getMore`` does not. Six transactions are not an N+1, nor is a large result read in chunks.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from collections.abc import Callable, Generator
+from typing import Any, Final, TypeVar
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.dbapi import CursorTracer, DatabaseApiIntegration
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from zenmetry import _guard, _state
+from zenmetry._shapes import NO_SHAPE
+
+T = TypeVar("T")
+_CLIENT: Final = SpanKind.CLIENT
+
+
+class Tracers:
+    """The instrumentation's cursor tracer of each connection, made at its first call and
+    dropped with the connection: a cache, not state (a new one would trace the same).
+
+    Each connection has an integration of its own, for its own attributes (upstream keeps one
+    for all and overwrites them at every connect). Django opens a connection per request unless
+    ``CONN_MAX_AGE`` is set, and a ``DatabaseApiIntegration`` costs about 25 us to make (its
+    tracer, semantic-convention modes, commenter data): each connection's is a copy of one made
+    once, with the two dicts ``get_connection_attributes`` fills of its own.
+    """
+
+    def __init__(self, make: Callable[[], DatabaseApiIntegration], tracer: type[CursorTracer[Any]]) -> None:
+        self._make = make
+        self._template: DatabaseApiIntegration | None = None
+        self._tracer = tracer
+        self._by_connection: weakref.WeakKeyDictionary[Any, CursorTracer[Any]] = weakref.WeakKeyDictionary()
+
+    def __call__(self, connection: Any) -> CursorTracer[Any]:
+        tracer = self._by_connection.get(connection)
+        if tracer is None:
+            if self._template is None:
+                self._template = self._make()  # after the instrumentor's options are known
+            integration = copy.copy(self._template)
+            integration.connection_props, integration.span_attributes = {}, {}
+            integration.get_connection_attributes(connection)
+            tracer = self._by_connection[connection] = self._tracer(integration)
+        return tracer
+
+
+def in_db_span(scope: str) -> bool:
+    """Whether the current span is a DB call of ``scope``: a call made inside one is part of it
+    (an application cursor class calling its parent's ``execute``, a cursor class traced by
+    the instrumentation and by zenmetry)."""
+    span = trace.get_current_span()
+    current = getattr(span, "instrumentation_scope", None)
+    return current is not None and current.name == scope and getattr(span, "kind", None) is _CLIENT
+
+
+def _start(tracer: CursorTracer[Any], target: Any, statement: str, *, current: bool) -> Any:
+    integration = tracer._db_api_integration  # noqa: SLF001
+    name = tracer.get_operation_name(target, (statement,)) or integration.database or integration.name
+    if current:
+        return integration._tracer.start_as_current_span(name, kind=_CLIENT)  # noqa: SLF001
+    return integration._tracer.start_span(name, kind=_CLIENT)  # noqa: SLF001
+
+
+def _populate(tracer: CursorTracer[Any], span: Any, target: Any, statement: str) -> None:
+    try:
+        tracer._populate_span(span, target, statement)  # type: ignore[arg-type]  # noqa: SLF001
+        processor = _state.processor()
+        if processor is not None:
+            processor.note_shape(span, NO_SHAPE)
+    except Exception:  # noqa: BLE001
+        _guard.swallow("a DB span's attributes")
+
+
+def call_in_span(tracer: CursorTracer[Any], target: Any, statement: str, call: Callable[[], T]) -> T:
+    """``call()``, one round trip, inside a DB span (current while it runs, so that what the
+    call itself goes through is not counted again)."""
+    with _start(tracer, target, statement, current=True) as span:
+        _populate(tracer, span, target, statement)
+        return call()
+
+
+def spanned(
+    tracer: CursorTracer[Any], target: Any, statement: str, generator: Generator[Any, Any, T]
+) -> Generator[Any, Any, T]:
+    """``generator`` (psycopg's generator of one round trip) inside a DB span of its own.
+
+    The span is not made current: nothing runs inside it but the driver waiting on its
+    socket, and an asyncio task may be suspended in the middle of it.
+    """
+    span = _start(tracer, target, statement, current=False)
+    _populate(tracer, span, target, statement)
+    try:
+        return (yield from generator)
+    except Exception as error:
+        # As start_as_current_span does for the instrumentation's own spans.
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        raise
+    finally:
+        span.end()
