@@ -22,6 +22,7 @@ tools:
 
 test: $(BIN)/.installed tools
 	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage combine --quiet 2>/dev/null || true  # the subprocesses' data (pyproject: patch)
 	$(BIN)/coverage report --skip-covered
 
 lint: $(BIN)/.installed

@@ -1,12 +1,18 @@
-"""What ``pytest --zenmetry`` adds to the run time of a Django test suite.
+"""What ``pytest --zenmetry`` (and ``--zenmetry-snapshot`` on top) adds to the run time of a Django test suite.
 
 Writes throwaway Django projects on PostgreSQL (pytest-django) with 200 tests each, a light
 suite (one small JSON request per test) and a typical one (fixtures creating a few rows, a
-template-rendered page, content checks), and runs each without and with ``--zenmetry`` in
-alternating rounds; prints the median CPU time of the pytest process (user + system: far steadier than
-wall time on two shared cores) and of the wall time, and their ratios (target: under 10 % more).
+template-rendered page, content checks), and runs each without the plugin, with ``--zenmetry``
+and with ``--zenmetry --zenmetry-snapshot`` (comparing against snapshots recorded beforehand) in
+alternating rounds; prints the median CPU time of the pytest process (user + system: far
+steadier than wall time on two shared cores) and of the wall time, and the ratios (targets:
+the plugin under 10 % more CPU, snapshots at most 3 % more on top).
 
-    python benchmarks/pytest_plugin.py [--rounds 7]
+    python benchmarks/pytest_plugin.py [--rounds 7] [--instructions]
+
+``--instructions`` runs each mode once more under valgrind's callgrind and prints the ratios of
+the instructions the pytest process executed: exact and repeatable where CPU times swing by
+tens of percent (a machine shared with other work), though blind to cache misses and the kernel.
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres).
 """
@@ -139,12 +145,13 @@ SUITES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--instructions", action="store_true", help="also count instructions with valgrind")
     args = parser.parse_args()
     for suite, tests in SUITES.items():
-        measure(suite, tests, args.rounds)
+        measure(suite, tests, args.rounds, args.instructions)
 
 
-def measure(suite: str, tests: str, rounds: int) -> None:
+def measure(suite: str, tests: str, rounds: int, instructions: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="zen-plugin-bench-") as folder:
         root = Path(folder)
         for name, text in {**COMMON, "test_bench.py": tests}.items():
@@ -157,19 +164,43 @@ def measure(suite: str, tests: str, rounds: int) -> None:
             if not key.startswith(("DJANGO_", "ZENMETRY_", "OTEL_")) and key != "PYTHONDONTWRITEBYTECODE"
         }
         run(root, env, "--create-db")  # creates the test database once; later runs reuse it
-        cpu: dict[str, list[float]] = {"without": [], "with --zenmetry": []}
-        wall: dict[str, list[float]] = {"without": [], "with --zenmetry": []}
+        run(root, env, "--zenmetry-snapshot")  # records the snapshots the measured runs compare with
+        modes = {
+            "without": [],
+            "--zenmetry": ["--zenmetry"],
+            "+ snapshots": ["--zenmetry", "--zenmetry-snapshot-strict"],
+        }
+        cpu: dict[str, list[float]] = {label: [] for label in modes}
+        wall: dict[str, list[float]] = {label: [] for label in modes}
         for _ in range(rounds):
-            for label, extra in (("without", []), ("with --zenmetry", ["--zenmetry"])):
+            for label, extra in modes.items():
                 seconds, used = run(root, env, *extra)
                 wall[label].append(seconds)
                 cpu[label].append(used)
-        print(f"{suite} suite: {TESTS} Django tests, {rounds} alternating rounds (medians):")
+        print(f"{suite} suite: {TESTS} Django tests, {rounds} alternating rounds (medians, min-max):")
         for label, used in cpu.items():
-            print(f"  {label:<17} CPU {statistics.median(used):.2f} s, wall {statistics.median(wall[label]):.2f} s")
-        by_cpu = statistics.median(cpu["with --zenmetry"]) / statistics.median(cpu["without"]) - 1
-        by_wall = statistics.median(wall["with --zenmetry"]) / statistics.median(wall["without"]) - 1
+            print(
+                f"  {label:<12} CPU {statistics.median(used):.2f} s ({min(used):.2f}-{max(used):.2f}),"
+                f" wall {statistics.median(wall[label]):.2f} s"
+            )
+        base_cpu, base_wall = statistics.median(cpu["without"]), statistics.median(wall["without"])
+        by_cpu = statistics.median(cpu["--zenmetry"]) / base_cpu - 1
+        by_wall = statistics.median(wall["--zenmetry"]) / base_wall - 1
         print(f"  the plugin adds {100 * by_cpu:.1f} % CPU time ({100 * by_wall:.1f} % wall time); target: under 10 %")
+        more_cpu = (statistics.median(cpu["+ snapshots"]) - statistics.median(cpu["--zenmetry"])) / base_cpu
+        more_wall = (statistics.median(wall["+ snapshots"]) - statistics.median(wall["--zenmetry"])) / base_wall
+        print(
+            f"  snapshots add {100 * more_cpu:.1f} % more CPU time ({100 * more_wall:.1f} % wall time)"
+            " of the run without the plugin; target: at most 3 %"
+        )
+        if instructions:
+            counted = {label: count_instructions(root, env, *extra) for label, extra in modes.items()}
+            base = counted["without"]
+            print(
+                f"  instructions (callgrind, one run each): without {base / 1e9:.2f} G; the plugin adds"
+                f" {100 * (counted['--zenmetry'] / base - 1):.1f} %, snapshots"
+                f" {100 * (counted['+ snapshots'] - counted['--zenmetry']) / base:.1f} % more"
+            )
 
 
 def run(root: Path, env: dict[str, str], *extra: str) -> tuple[float, float]:
@@ -189,6 +220,36 @@ def run(root: Path, env: dict[str, str], *extra: str) -> tuple[float, float]:
     if result.returncode != 0:
         raise SystemExit(result.stdout[-3000:] + result.stderr[-3000:])
     return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def count_instructions(root: Path, env: dict[str, str], *extra: str) -> int:
+    """Instructions one pytest run executed in its own process (valgrind's callgrind)."""
+    out = root / "callgrind.out"
+    result = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--reuse-db",
+            *extra,
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(result.stdout[-3000:] + result.stderr[-3000:])
+    summary = next(line for line in out.read_text().splitlines() if line.startswith("summary:"))
+    out.unlink()
+    return int(summary.split()[1])
 
 
 if __name__ == "__main__":

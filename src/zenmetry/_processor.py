@@ -388,6 +388,10 @@ class UnitProcessor(SpanProcessor):
         """Forget which names are armed for a memory trace and when each was last traced."""
         self._tracer = MemoryTracer()
 
+    def units_of(self, span_id: int) -> tuple[OpenUnit, ...]:
+        """The open units a started span belongs to, innermost last (``zenmetry.testing``)."""
+        return self._open.get(span_id, ())
+
     def tracked_spans(self) -> int:
         """Spans of open units the processor still tracks (0 once every span has ended)."""
         return len(self._open)

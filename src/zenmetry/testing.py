@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import inspect
 import threading
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import ContextDecorator
 from typing import Any
@@ -28,14 +29,14 @@ import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind
 
-from zenmetry import _limits, _state
+from zenmetry import _late, _limits, _names, _state
 from zenmetry._budgets import Budget
+from zenmetry._lean import LeanTracerProvider
 from zenmetry._limits import LIMITS, Limits
 from zenmetry._processor import UnitProcessor
-from zenmetry._sampler import UnitsOnlySampler
 from zenmetry._settings import Settings
 from zenmetry._units import Figures, FinishedUnit, breaches
 
@@ -56,10 +57,13 @@ class _Recorder:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.processor: UnitProcessor | None = None
-        self.tracer_provider: TracerProvider | None = None
+        self.tracer_provider: LeanTracerProvider | None = None
         self.collectors: list[list[ZenUnit]] = []
         # assert_budget blocks open: unit span id -> the block's own figures, once finished
         self.blocks: dict[int, list[Figures]] = {}
+        # unit span id -> the hosts its external calls went to, in order (kept for snapshots)
+        self.hosts: dict[int, list[str]] = {}
+        self.calls: _Calls | None = None
 
     def listen(self, unit: FinishedUnit) -> None:
         own = self.blocks.get(unit.span_id)
@@ -68,6 +72,14 @@ class _Recorder:
             return
         for collector in list(self.collectors):
             collector.append(unit)
+
+    def forget(self, collector: list[ZenUnit]) -> None:
+        """Stop feeding ``collector``: by identity, since two collectors of the same units are equal."""
+        with self.lock:
+            for index, listed in enumerate(self.collectors):
+                if listed is collector:
+                    del self.collectors[index]
+                    return
 
 
 # This module's own state, and deliberately so: one in-memory instrumentation per process,
@@ -87,6 +99,8 @@ def start(settings: Settings | None = None) -> UnitProcessor:
                 processor.keep_statements()  # a process zenmetry already configured
             processor.listeners.append(_recorder.listen)
             _recorder.processor = processor
+            # Connections opened before now are not traced by the driver instrumentations.
+            _late.instrument_open_connections(_recorder.tracer_provider or trace.get_tracer_provider())
         if settings is not None:
             processor.settings = settings
         return processor
@@ -118,7 +132,8 @@ def _instrument(settings: Settings) -> UnitProcessor:
 
     from zenmetry._distro import ZenmetryDistro
 
-    tracer_provider = TracerProvider(sampler=UnitsOnlySampler())
+    # Spans only feed the processor here: the lean tracer's cost a fraction of the SDK's (_lean).
+    tracer_provider = LeanTracerProvider()
     # Tests export nothing: the instrumentations' own metrics go nowhere, at no cost.
     meter_provider = NoOpMeterProvider()
     processor = UnitProcessor(settings, meter_provider, keep_statements=True, record_metrics=False)
@@ -148,14 +163,80 @@ def _instrument(settings: Settings) -> UnitProcessor:
 
 @contextlib.contextmanager
 def recorded() -> Iterator[list[ZenUnit]]:
-    """Collect every unit that finishes inside the block (from any thread)."""
+    """Collect every unit that finishes inside the block (from any thread).
+
+    Raises ``AssertionError`` at the end of the block when statements ran on a database
+    connection that zenmetry could not trace (one opened before it instrumented the process):
+    the units would be short of them.
+    """
     start()
+    before = _late.counts()
     collector: list[ZenUnit] = []
     _recorder.collectors.append(collector)
     try:
         yield collector
     finally:
-        _recorder.collectors.remove(collector)
+        _recorder.forget(collector)
+    _check_measured(before, "recorded()")
+
+
+def _check_measured(before: dict[int, int], what: str) -> None:
+    __tracebackhide__ = True
+    missed = _late.unmeasured_since(before)
+    if missed:
+        raise AssertionError(f"zenmetry: {what} missed statements: " + "; ".join(missed) + f", {_late.HOW_TO_FIX}")
+
+
+def keep_hosts() -> None:
+    """Remember the host of every external call of every unit (``hosts_of``), for snapshots."""
+    start()
+    with _recorder.lock:
+        if _recorder.calls is None:
+            provider = _recorder.tracer_provider or trace.get_tracer_provider()
+            if isinstance(provider, TracerProvider | LeanTracerProvider) and _recorder.processor is not None:
+                _recorder.calls = _Calls(_recorder.processor, _recorder.hosts)
+                provider.add_span_processor(_recorder.calls)
+
+
+def hosts_of(unit: ZenUnit) -> list[str]:
+    """The hosts ``unit``'s external calls went to, in order (once ``keep_hosts()`` was called)."""
+    return _recorder.hosts.get(unit.span_id, [])
+
+
+def forget_hosts() -> None:
+    """Drop the hosts kept so far (the plugin calls this after each test)."""
+    _recorder.hosts.clear()
+
+
+class _Calls(SpanProcessor):
+    """Notes the host of each external call, for the units it belongs to."""
+
+    def __init__(self, processor: UnitProcessor, hosts: dict[int, list[str]]) -> None:
+        self._processor = processor
+        self._hosts = hosts
+        self._units: dict[int, tuple[int, ...]] = {}
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        if span.kind is SpanKind.CLIENT:
+            units = self._processor.units_of(span.context.span_id)
+            if units:
+                self._units[span.context.span_id] = tuple(unit.span_id for unit in units)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        units = self._units.pop(span.context.span_id, None)
+        if units is None:
+            return
+        attributes = span.attributes or {}
+        if _names.DB_SYSTEM in attributes or _names.DB_SYSTEM_NAME in attributes:
+            return
+        if _names.HTTP_REQUEST_METHOD not in attributes and _names.HTTP_METHOD_OLD not in attributes:
+            return
+        host = attributes.get(_names.SERVER_ADDRESS) or attributes.get("net.peer.name")
+        if not host:
+            url = attributes.get("url.full") or attributes.get("http.url") or ""
+            host = urllib.parse.urlsplit(str(url)).hostname or "(unknown host)"
+        for unit in units:
+            self._hosts.setdefault(unit, []).append(str(host))
 
 
 class assert_budget(ContextDecorator):
@@ -186,20 +267,20 @@ class assert_budget(ContextDecorator):
         collector: list[ZenUnit] = []
         _recorder.collectors.append(collector)
         token = otel_context.attach(trace.set_span_in_context(span))
-        self._frames().append((processor, span, collector, token))
+        self._frames().append((processor, span, collector, token, _late.counts()))
         return self
 
-    def _frames(self) -> list[tuple[UnitProcessor, Any, list[ZenUnit], Any]]:
+    def _frames(self) -> list[tuple[UnitProcessor, Any, list[ZenUnit], Any, dict[int, int]]]:
         if not hasattr(self._state, "frames"):
             self._state.frames = []
-        frames: list[tuple[UnitProcessor, Any, list[ZenUnit], Any]] = self._state.frames
+        frames: list[tuple[UnitProcessor, Any, list[ZenUnit], Any, dict[int, int]]] = self._state.frames
         return frames
 
     def __exit__(self, *exc: object) -> None:
         __tracebackhide__ = True  # pytest shows the test's line, not this one
-        processor, span, collector, token = self._frames().pop()
+        processor, span, collector, token, before = self._frames().pop()
         otel_context.detach(token)
-        _recorder.collectors.remove(collector)
+        _recorder.forget(collector)
         name = f"block at {self._where}"
         try:
             processor.finish(span, name, {})
@@ -208,6 +289,7 @@ class assert_budget(ContextDecorator):
             block = _recorder.blocks.pop(span.get_span_context().span_id)
         if exc[0] is not None:
             return  # the block's own error comes first
+        _check_measured(before, f"assert_budget at {self._where}")
         # The block itself reads as "assert_budget block at FILE:LINE" in the report.
         checked = [FinishedUnit(dataclasses.replace(f, kind=BLOCK), {}, self._budget, (), 0) for f in block]
         checked += collector
