@@ -63,21 +63,13 @@ def main() -> None:
 
 
 def _instructions(mode: str, path: str, requests: int, sink: overhead.Sink) -> int:
-    extra, launcher = _modes()[mode]
+    extra, launcher = overhead.MODES[mode]
     command = [sys.executable, __file__, "--serve", path, "--requests", str(requests)]
     if launcher:
         command = [str(overhead.BIN / "opentelemetry-instrument"), *command]
-    env = overhead.environment(
-        OTEL_SERVICE_NAME=f"bench-{mode}",
-        OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
-        OTEL_BSP_SCHEDULE_DELAY="200",
-        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-        OTEL_TRACES_EXPORTER="otlp",
-        OTEL_METRICS_EXPORTER="otlp",
-        OTEL_LOGS_EXPORTER="none",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(overhead.SHOP), extra.pop("PYTHONPATH", "")])),
-        **extra,
-    )
+    # This script is the server here: the shop (and the plain distro, for that mode) on its path.
+    paths = [str(overhead.SHOP), extra.get("PYTHONPATH", "")]
+    env = overhead.exporting_environment(mode, sink, {**extra, "PYTHONPATH": os.pathsep.join(filter(None, paths))})
     result = subprocess.run(
         # The launcher execs the command: follow it (valgrind counts the process it becomes).
         ["valgrind", "--tool=callgrind", "--trace-children=yes", "--callgrind-out-file=/dev/null", *command],
@@ -88,21 +80,6 @@ def _instructions(mode: str, path: str, requests: int, sink: overhead.Sink) -> i
         check=True,
     )
     return sum(int(line.split(":")[-1]) for line in result.stderr.splitlines() if "Collected :" in line)
-
-
-def _modes() -> dict[str, tuple[dict[str, str], bool]]:
-    plain = {
-        "OTEL_PYTHON_DISTRO": "distro",
-        "OTEL_PYTHON_CONFIGURATOR": "configurator",
-        "PYTHONPATH": str(overhead.PLAIN),
-    }
-    zenmetry = {"OTEL_PYTHON_DISTRO": "zenmetry", "OTEL_PYTHON_CONFIGURATOR": "zenmetry"}
-    return {
-        "none": ({}, False),
-        "plain": (plain, True),
-        "zenmetry": (zenmetry, True),
-        "zenmetry-all": ({**zenmetry, "ZENMETRY_DB_SPANS": "all"}, True),
-    }
 
 
 def _serve(path: str, requests: int) -> None:

@@ -55,6 +55,39 @@ SERVER_CPUS = {0}
 CLIENT_CPUS = {1}
 OTEL_VERSION = "0.66b1"
 
+# Each mode: the variables it adds to the servers' environment, and whether it starts under the launcher.
+MODES: dict[str, tuple[dict[str, str], bool]] = {
+    "none": ({}, False),
+    "plain": (
+        {"OTEL_PYTHON_DISTRO": "distro", "OTEL_PYTHON_CONFIGURATOR": "configurator", "PYTHONPATH": str(PLAIN)},
+        True,
+    ),
+    "zenmetry": ({"OTEL_PYTHON_DISTRO": "zenmetry", "OTEL_PYTHON_CONFIGURATOR": "zenmetry"}, True),
+    "zenmetry-all": (
+        {"OTEL_PYTHON_DISTRO": "zenmetry", "OTEL_PYTHON_CONFIGURATOR": "zenmetry", "ZENMETRY_DB_SPANS": "all"},
+        True,
+    ),
+    "plain@10%": (
+        {
+            "OTEL_PYTHON_DISTRO": "distro",
+            "OTEL_PYTHON_CONFIGURATOR": "configurator",
+            "PYTHONPATH": str(PLAIN),
+            "OTEL_TRACES_SAMPLER": "traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        },
+        True,
+    ),
+    "zenmetry@10%": (
+        {
+            "OTEL_PYTHON_DISTRO": "zenmetry",
+            "OTEL_PYTHON_CONFIGURATOR": "zenmetry",
+            "OTEL_TRACES_SAMPLER": "traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        },
+        True,
+    ),
+}
+
 
 @dataclass
 class Server:
@@ -92,40 +125,9 @@ def main() -> None:
 
     prepare_database()
     install_plain_distro()
-    modes = {
-        "none": ({}, False),
-        "plain": (
-            {"OTEL_PYTHON_DISTRO": "distro", "OTEL_PYTHON_CONFIGURATOR": "configurator", "PYTHONPATH": str(PLAIN)},
-            True,
-        ),
-        "zenmetry": ({"OTEL_PYTHON_DISTRO": "zenmetry", "OTEL_PYTHON_CONFIGURATOR": "zenmetry"}, True),
-        "zenmetry-all": (
-            {"OTEL_PYTHON_DISTRO": "zenmetry", "OTEL_PYTHON_CONFIGURATOR": "zenmetry", "ZENMETRY_DB_SPANS": "all"},
-            True,
-        ),
-        "plain@10%": (
-            {
-                "OTEL_PYTHON_DISTRO": "distro",
-                "OTEL_PYTHON_CONFIGURATOR": "configurator",
-                "PYTHONPATH": str(PLAIN),
-                "OTEL_TRACES_SAMPLER": "traceidratio",
-                "OTEL_TRACES_SAMPLER_ARG": "0.1",
-            },
-            True,
-        ),
-        "zenmetry@10%": (
-            {
-                "OTEL_PYTHON_DISTRO": "zenmetry",
-                "OTEL_PYTHON_CONFIGURATOR": "zenmetry",
-                "OTEL_TRACES_SAMPLER": "traceidratio",
-                "OTEL_TRACES_SAMPLER_ARG": "0.1",
-            },
-            True,
-        ),
-    }
     if len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, CLIENT_CPUS)  # this process holds the sinks: beside the client
-    servers = [_start(name, Sink(), extra, launcher) for name, (extra, launcher) in modes.items()]
+    servers = [_start(name, Sink(), extra, launcher) for name, (extra, launcher) in MODES.items()]
     try:
         for server in servers:
             for path in PAGES:
@@ -259,6 +261,20 @@ def environment(**extra: str) -> dict[str, str]:
     return env
 
 
+def exporting_environment(name: str, sink: Sink, extra: dict[str, str]) -> dict[str, str]:
+    """``environment()`` for a server of mode ``name`` exporting OTLP/HTTP to ``sink``."""
+    return environment(
+        OTEL_SERVICE_NAME=f"bench-{name}",
+        OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
+        OTEL_BSP_SCHEDULE_DELAY="200",
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_METRICS_EXPORTER="otlp",
+        OTEL_LOGS_EXPORTER="none",
+        **extra,
+    )
+
+
 def prepare_database() -> None:
     import psycopg
 
@@ -303,16 +319,7 @@ def _start(name: str, sink: Sink, extra: dict[str, str], launcher: bool) -> Serv
     ]
     if launcher:
         command = [str(BIN / "opentelemetry-instrument"), *command]
-    env = environment(
-        OTEL_SERVICE_NAME=f"bench-{name}",
-        OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
-        OTEL_BSP_SCHEDULE_DELAY="200",
-        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-        OTEL_TRACES_EXPORTER="otlp",
-        OTEL_METRICS_EXPORTER="otlp",
-        OTEL_LOGS_EXPORTER="none",
-        **extra,
-    )
+    env = exporting_environment(name, sink, extra)
     if len(os.sched_getaffinity(0) | SERVER_CPUS) > 1:
         command = ["taskset", "--cpu-list", ",".join(map(str, SERVER_CPUS)), *command]
     process = subprocess.Popen(command, cwd=SHOP, env=env, start_new_session=True)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from support.otlp import Receiver
-from support.processes import BIN, free_port, gunicorn, otel_env, path_of, start_server
+from support.processes import BIN, free_port, gunicorn, otel_env, path_of, start_server, uvicorn
 
 
 @pytest.mark.usefixtures("postgres_db", "mongo_url")
@@ -107,16 +107,7 @@ class TestOtherServers:
     def test_uvicorn_async_and_sync_views(self, receiver: Receiver) -> None:
         """Under ASGI, async views (ORM in a worker thread) and sync views are exact units;
         concurrent async requests keep their figures apart."""
-        port = free_port()
-        command = [
-            str(BIN / "opentelemetry-instrument"),
-            str(BIN / "uvicorn"),
-            "zentestapp.asgi:application",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ]
-        server = start_server(command, otel_env(receiver), port)
+        server = uvicorn(receiver)
         counts = [i % 6 for i in range(30)]
         with ThreadPoolExecutor(10) as pool:
             statuses = list(pool.map(lambda n: server.get(f"/async/{n}/")[0], counts))

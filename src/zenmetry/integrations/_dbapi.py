@@ -31,6 +31,8 @@ class Tracers:
     """The instrumentation's cursor tracer of each connection, made at its first call and
     dropped with the connection: a cache, not state (a new one would trace the same).
 
+    ``remember(kwargs)`` keeps what the instrumentor was given (tracer provider, sqlcommenter
+    options), so the spans zenmetry makes are made as the instrumentation would make them.
     Each connection has an integration of its own, for its own attributes (upstream keeps one
     for all and overwrites them at every connect). Django opens a connection per request unless
     ``CONN_MAX_AGE`` is set, and a ``DatabaseApiIntegration`` costs about 25 us to make (its
@@ -38,17 +40,34 @@ class Tracers:
     once, with the two dicts ``get_connection_attributes`` fills of its own.
     """
 
-    def __init__(self, make: Callable[[], DatabaseApiIntegration], tracer: type[CursorTracer[Any]]) -> None:
-        self._make = make
+    _OPTIONS: Final = ("tracer_provider", "enable_commenter", "commenter_options", "enable_attribute_commenter")
+
+    def __init__(
+        self, scope: str, instrumentor: Any, module: Any, version: str, tracer: type[CursorTracer[Any]]
+    ) -> None:
+        self._scope, self._instrumentor, self._module, self._version = scope, instrumentor, module, version
+        self._options: dict[str, Any] = {}
         self._template: DatabaseApiIntegration | None = None
         self._tracer = tracer
         self._by_connection: weakref.WeakKeyDictionary[Any, CursorTracer[Any]] = weakref.WeakKeyDictionary()
 
+    def remember(self, kwargs: dict[str, Any]) -> None:
+        """Keep the options the instrumentor is given (its ``before`` hook)."""
+        self._options.update({key: kwargs[key] for key in self._OPTIONS if key in kwargs})
+        self._options["capture_parameters"] = kwargs.get("capture_parameters", False)
+
     def __call__(self, connection: Any) -> CursorTracer[Any]:
         tracer = self._by_connection.get(connection)
         if tracer is None:
-            if self._template is None:
-                self._template = self._make()  # after the instrumentor's options are known
+            if self._template is None:  # after the instrumentor's options are known
+                self._template = DatabaseApiIntegration(
+                    self._scope,
+                    self._instrumentor._DATABASE_SYSTEM,  # noqa: SLF001
+                    connection_attributes=self._instrumentor._CONNECTION_ATTRIBUTES,  # noqa: SLF001
+                    version=self._version,
+                    connect_module=self._module,
+                    **self._options,
+                )
             integration = copy.copy(self._template)
             integration.connection_props, integration.span_attributes = {}, {}
             integration.get_connection_attributes(connection)

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import psycopg
 import wrapt
-from opentelemetry.instrumentation.psycopg import CursorTracer, DatabaseApiIntegration, PsycopgInstrumentor
+from opentelemetry.instrumentation.psycopg import CursorTracer, PsycopgInstrumentor
 from opentelemetry.instrumentation.psycopg.version import __version__
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from psycopg import pq
@@ -43,24 +43,9 @@ from zenmetry.integrations._dbapi import Tracers, in_db_span, spanned
 
 SCOPE: Final = "opentelemetry.instrumentation.psycopg"
 _IDLE: Final = pq.TransactionStatus.IDLE
-# What the instrumentor was given (tracer provider, sqlcommenter options): the spans zenmetry
-# makes are made as the instrumentation would have made them.
-_OPTIONS: Final = ("tracer_provider", "enable_commenter", "commenter_options", "enable_attribute_commenter")
-_options: dict[str, Any] = {}
 
 
-def _integration() -> DatabaseApiIntegration:
-    return DatabaseApiIntegration(
-        SCOPE,
-        PsycopgInstrumentor._DATABASE_SYSTEM,  # noqa: SLF001
-        connection_attributes=PsycopgInstrumentor._CONNECTION_ATTRIBUTES,  # noqa: SLF001
-        version=__version__,
-        connect_module=psycopg,  # type: ignore[arg-type]
-        **_options,
-    )
-
-
-tracer_for: Final = Tracers(_integration, CursorTracer)
+tracer_for: Final = Tracers(SCOPE, PsycopgInstrumentor, psycopg, __version__, CursorTracer)
 """The instrumentation's cursor tracer for a connection, with its attributes."""
 
 
@@ -68,8 +53,7 @@ class PsycopgIntegration(Integration):
     library = "psycopg"
 
     def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
-        _options.update({key: kwargs[key] for key in _OPTIONS if key in kwargs})
-        _options["capture_parameters"] = kwargs.get("capture_parameters", False)
+        tracer_for.remember(kwargs)
 
     def after(self, entry_point: str) -> None:
         # Upstream's connect wrappers swap the connection's cursor_factory: take them off.

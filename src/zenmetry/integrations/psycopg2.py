@@ -30,7 +30,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 import wrapt
-from opentelemetry.instrumentation.psycopg2 import CursorTracer, DatabaseApiIntegration, Psycopg2Instrumentor
+from opentelemetry.instrumentation.psycopg2 import CursorTracer, Psycopg2Instrumentor
 from opentelemetry.instrumentation.psycopg2.version import __version__
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
@@ -40,8 +40,6 @@ from zenmetry.integrations._dbapi import Tracers, call_in_span, in_db_span
 
 SCOPE: Final = "opentelemetry.instrumentation.psycopg2"
 _UPSTREAM: Final = "opentelemetry.instrumentation.psycopg2"
-_OPTIONS: Final = ("tracer_provider", "enable_commenter", "commenter_options", "enable_attribute_commenter")
-_options: dict[str, Any] = {}
 _READY: Final = psycopg2.extensions.STATUS_READY
 _IN_TRANSACTION: Final = psycopg2.extensions.STATUS_BEGIN
 _NO_CLOSE: Final = frozenset(
@@ -60,18 +58,7 @@ _STATEMENTS: Final = ("execute", "executemany", "callproc")
 _FETCHES: Final = ("fetchone", "fetchmany", "fetchall")
 
 
-def _integration() -> DatabaseApiIntegration:
-    return DatabaseApiIntegration(
-        SCOPE,
-        Psycopg2Instrumentor._DATABASE_SYSTEM,  # noqa: SLF001
-        connection_attributes=Psycopg2Instrumentor._CONNECTION_ATTRIBUTES,  # noqa: SLF001
-        version=__version__,
-        connect_module=psycopg2,
-        **_options,
-    )
-
-
-tracer_for: Final = Tracers(_integration, CursorTracer)
+tracer_for: Final = Tracers(SCOPE, Psycopg2Instrumentor, psycopg2, __version__, CursorTracer)
 """The instrumentation's cursor tracer for a connection, with its attributes."""
 
 
@@ -79,8 +66,7 @@ class Psycopg2Integration(Integration):
     library = "psycopg2"
 
     def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
-        _options.update({key: kwargs[key] for key in _OPTIONS if key in kwargs})
-        _options["capture_parameters"] = kwargs.get("capture_parameters", False)
+        tracer_for.remember(kwargs)
 
     def after(self, entry_point: str) -> None:
         wrapt.wrap_function_wrapper(_UPSTREAM, "_new_cursor_factory", _factory_made)
