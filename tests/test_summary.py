@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
@@ -19,6 +20,7 @@ from support.otlp import Receiver
 from support.processes import gunicorn
 from zenmetry._processor import CELERY_SCOPE, UnitProcessor
 from zenmetry._sampler import AlwaysRecordSampler
+from zenmetry._scrub import scrub
 from zenmetry._settings import Settings
 from zenmetry._summary import MAX_HELD, in_ratio
 
@@ -69,8 +71,7 @@ def gated() -> Iterator[Gated]:
     processor = UnitProcessor(Settings(**SUMMARIZED), record_metrics=False)  # type: ignore[arg-type]
     provider = TracerProvider(sampler=AlwaysRecordSampler(ParentBased(ALWAYS_ON)))
     exporter = InMemorySpanExporter()
-    provider.add_span_processor(processor)
-    provider.add_span_processor(processor.gate(SimpleSpanProcessor(exporter)))
+    provider.add_span_processor(processor.export_to(SimpleSpanProcessor(exporter)))
     yield Gated(provider, processor, exporter)
     assert processor.held == set(), "no span is held once its unit has ended"
     provider.shutdown()
@@ -155,6 +156,84 @@ class TestVerdict:
         attributes = gated.unit("GET /big").attributes
         assert (attributes["zen.db.queries"], attributes["zen.db.spans"]) == (MAX_HELD + 500, "exported")
         assert gated.exported().count("SELECT") == MAX_HELD + 500
+
+
+class Recording(SimpleSpanProcessor):
+    """An exporting processor that also wants each span's start and ending."""
+
+    def __init__(self, exporter: InMemorySpanExporter) -> None:
+        super().__init__(exporter)
+        self.calls: list[str] = []
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.calls.append(f"start {span.name}")
+
+    def _on_ending(self, span: Span) -> None:
+        self.calls.append(f"ending {span.name}")
+
+
+class TestPassingOn:
+    """The unit processor stands in the provider for the exporting processors it feeds."""
+
+    def test_every_exporter_gets_the_same_spans_and_the_provider_one_processor_per_span(self) -> None:
+        processor = UnitProcessor(Settings(**SUMMARIZED), record_metrics=False)  # type: ignore[arg-type]
+        first, second = InMemorySpanExporter(), InMemorySpanExporter()
+        recording = Recording(second)
+        added = [processor.export_to(SimpleSpanProcessor(first)), processor.export_to(recording)]
+        assert added[0] is processor
+        assert type(added[1]) is SpanProcessor  # the base class's no-op
+        provider = TracerProvider(sampler=AlwaysRecordSampler(ParentBased(ALWAYS_ON)))
+        for each in added:
+            provider.add_span_processor(each)
+        tracer = provider.get_tracer("tests")
+        with tracer.start_as_current_span("GET /bad", kind=SpanKind.SERVER) as span:
+            for _ in range(6):
+                db(tracer, "SELECT 1 FROM t")
+            processor.finish(span, "bad/", OK)  # repeated_queries breached: all exported
+        db(tracer, "SELECT 2")
+        expected = ["SELECT"] * 6 + ["GET /bad", "SELECT"]
+        assert [s.name for s in first.get_finished_spans()] == expected
+        assert [s.name for s in second.get_finished_spans()] == expected
+        ending = ["start SELECT", "ending SELECT"]
+        assert recording.calls == ["start GET /bad", *(ending * 6), "ending GET /bad", *ending]
+        assert processor.force_flush() is True
+        provider.shutdown()
+        assert (first._stopped, second._stopped) == (True, True)
+
+    def test_an_exported_db_span_of_a_unit_arrives_with_its_statement_literal_free(self, gated: Gated) -> None:
+        """Replaced on the span processors' span as the unit processor shapes it; every other
+        attribute as the instrumentation wrote it."""
+        gated.processor.settings = Settings(db_spans="all")
+        tracer = gated.tracer
+        with tracer.start_as_current_span("GET /r", kind=SpanKind.SERVER) as span:
+            with tracer.start_as_current_span(
+                "SELECT",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "db.system": "postgresql",
+                    "db.statement": "SELECT * FROM t WHERE a = 'secret' LIMIT 21",
+                    "db.query.text": "SELECT * FROM t WHERE a = 'secret' LIMIT 21",
+                    "db.name": "shop",
+                    "net.peer.port": 5432,
+                },
+            ):
+                pass
+            gated.processor.finish(span, "r/", OK)
+        (select,) = [s for s in gated.exporter.get_finished_spans() if s.name == "SELECT"]
+        assert dict(select.attributes or {}) == {
+            "db.system": "postgresql",
+            "db.statement": "SELECT * FROM t WHERE a = ? LIMIT ?",
+            "db.query.text": "SELECT * FROM t WHERE a = ? LIMIT ?",
+            "db.name": "shop",
+            "net.peer.port": 5432,
+        }
+        assert scrub(select) is select, "nothing left for the export guard to copy"
+
+    def test_a_db_span_outside_any_unit_is_scrubbed_by_the_export_guard(self, gated: Gated) -> None:
+        db(gated.tracer, "SELECT 'secret'")
+        (span,) = gated.exporter.get_finished_spans()
+        assert span.attributes["db.statement"] == "SELECT 'secret'"  # type: ignore[index]  # as recorded
+        assert scrub(span).attributes["db.statement"] == "SELECT ?"  # type: ignore[index]  # as exported
 
 
 class TestRatio:

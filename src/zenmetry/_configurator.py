@@ -71,15 +71,18 @@ class ZenmetryConfigurator(_OTelSDKConfigurator):
                 return
         else:
             kwargs["sampler"] = AlwaysRecordSampler(kwargs.get("sampler") or _configured_sampler())
-            kwargs["span_processors"] = [processor, *kwargs.get("span_processors", ())]
             export_processor = kwargs.get("export_span_processor") or BatchSpanProcessor
-            # Each exporting processor is counted (for the exit's warning) and gated: a healthy
-            # unit's DB spans never reach it.
-            kwargs["export_span_processor"] = lambda exporter, *args, **options: processor.gate(
+            # Each exporting processor is counted (for the exit's warning) and fed by the unit
+            # processor: a healthy unit's DB spans never reach it. The provider gets the unit
+            # processor in its place (UnitProcessor.export_to).
+            kwargs["export_span_processor"] = lambda exporter, *args, **options: processor.export_to(
                 outbox.span_processor(export_processor, ScrubbingExporter(exporter), *args, **options)
             )
             kwargs["exporter_args_map"] = _bounded_timeouts(kwargs.get("exporter_args_map"))
             super()._configure(**kwargs)
+            provider = trace.get_tracer_provider()
+            if not processor.exporting() and isinstance(provider, TracerProvider):
+                provider.add_span_processor(processor)  # no trace exporter: measured all the same
         outbox.watch_metrics(metrics.get_meter_provider())
         _exit.install(outbox)
         _state.state.outbox = outbox

@@ -9,6 +9,12 @@ Every exporter zenmetry sets up is wrapped so that, in the exporting thread (nev
 request path), statements are replaced by their literal-free form, query values by ``?``, and
 error messages by the exception's type; stack traces keep their frames and lose the messages.
 Spans without any of these pass through untouched.
+
+The DB spans of a unit are the exception: the unit processor shapes each statement as the span
+ends, so it replaces the statement there (``scrub_statement``), on the ``ReadableSpan`` the SDK made
+for the span processors, before any exporting processor gets it. The export then has nothing to
+find again and no copy to make (a DB span's copy and second look-up cost about a fifth of what
+zenmetry adds to it). Processors added after zenmetry's see the same literal-free statement.
 """
 
 from __future__ import annotations
@@ -41,6 +47,27 @@ _CHAIN_LINES: Final = (
 _QUALIFIED_NAME: Final = re.compile(r"[A-Za-z_][\w.]*")
 
 
+class Scrubbed(dict[str, Any]):
+    """A span's attributes whose statements are already literal-free (``scrub_statement``)."""
+
+
+def scrub_statement(span: ReadableSpan, statement: object, text: str) -> None:
+    """Replace ``span``'s statement ``statement`` by ``text``, its literal-free shape, on the
+    span the SDK made for the span processors (the unit processor's, before any exporting
+    processor sees it). Left to the export guard when an attribute was dropped (a plain dict
+    cannot keep the count) or a second statement attribute differs."""
+    if getattr(span._attributes, "dropped", 0):  # noqa: SLF001
+        return
+    clean = Scrubbed(plain_attributes(span))
+    for key in _STATEMENTS:
+        value = clean.get(key)
+        if value is not None:
+            if value != statement:
+                return
+            clean[key] = text
+    span._attributes = clean  # noqa: SLF001
+
+
 class ScrubbingExporter(SpanExporter):
     """Wraps an exporter; see the module docstring."""
 
@@ -67,7 +94,7 @@ def scrub(span: ReadableSpan) -> ReadableSpan:
     """``span``, or a copy of it with statements and query strings stripped of their values."""
     attributes = plain_attributes(span)
     changed: dict[str, Any] = {}
-    for key in _STATEMENTS:
+    for key in _STATEMENTS if attributes.__class__ is not Scrubbed else ():
         value = attributes.get(key)
         if isinstance(value, bytes):
             # OpenTelemetry keeps bytes attributes as bytes (OTLP bytes_value): scrub the text.

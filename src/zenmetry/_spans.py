@@ -15,5 +15,9 @@ def plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     whose ``get()`` raises and catches ``KeyError`` on every miss (about 1 us each); the dict
     behind it answers in nanoseconds. Falls back to the public view if that ever changes.
     """
-    attributes = getattr(getattr(span, "_attributes", None), "_dict", None)
+    attributes = getattr(span, "_attributes", None)
+    inner = getattr(attributes, "_dict", None)
+    if isinstance(inner, dict):
+        return inner
+    # A dict already: the attributes the unit processor gave an exported DB span (_scrub.scrubbed).
     return attributes if isinstance(attributes, dict) else dict(span.attributes or {})

@@ -16,9 +16,11 @@ import weakref
 from collections.abc import Callable, Generator
 from typing import Any, Final, TypeVar
 
-from opentelemetry import trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_current
 from opentelemetry.instrumentation.dbapi import CursorTracer, DatabaseApiIntegration
+from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY_PLAIN
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from zenmetry import _guard, _state
 from zenmetry._shapes import NO_SHAPE
@@ -50,6 +52,9 @@ class Tracers:
         self._template: DatabaseApiIntegration | None = None
         self._tracer = tracer
         self._by_connection: weakref.WeakKeyDictionary[Any, CursorTracer[Any]] = weakref.WeakKeyDictionary()
+        # The last connection asked for (weakly) and its tracer: statements come in runs on
+        # one connection, and a weak dictionary's look-up is a Python call making a reference.
+        self._last: tuple[weakref.ref[Any], CursorTracer[Any]] | None = None
 
     def remember(self, kwargs: dict[str, Any]) -> None:
         """Keep the options the instrumentor is given (its ``before`` hook)."""
@@ -57,6 +62,9 @@ class Tracers:
         self._options["capture_parameters"] = kwargs.get("capture_parameters", False)
 
     def __call__(self, connection: Any) -> CursorTracer[Any]:
+        last = self._last
+        if last is not None and last[0]() is connection:
+            return last[1]
         tracer = self._by_connection.get(connection)
         if tracer is None:
             if self._template is None:  # after the instrumentor's options are known
@@ -72,16 +80,26 @@ class Tracers:
             integration.connection_props, integration.span_attributes = {}, {}
             integration.get_connection_attributes(connection)
             tracer = self._by_connection[connection] = self._tracer(integration)
+        self._last = (weakref.ref(connection), tracer)
         return tracer
 
 
-def in_db_span(scope: str) -> bool:
-    """Whether the current span is a DB call of ``scope``: a call made inside one is part of it
-    (an application cursor class calling its parent's ``execute``, a cursor class traced by
-    the instrumentation and by zenmetry)."""
-    span = trace.get_current_span()
-    current = getattr(span, "instrumentation_scope", None)
-    return current is not None and current.name == scope and getattr(span, "kind", None) is _CLIENT
+def traced_here(scope: str) -> bool:
+    """Whether a DB call of ``scope`` starting now is traced on its own: instrumentation is not
+    suppressed (``is_instrumentation_enabled``) and the current span is not a DB call of
+    ``scope`` (a call made inside one is part of it: an application cursor class calling its
+    parent's ``execute``, a cursor class traced by the instrumentation and by zenmetry).
+
+    One read of the current context for both, and the SDK span's fields rather than its
+    properties: this runs before every statement.
+    """
+    context = get_current()
+    if context.get(_SUPPRESS_INSTRUMENTATION_KEY) or context.get(_SUPPRESS_INSTRUMENTATION_KEY_PLAIN):
+        return False
+    span = context.get(_SPAN_KEY)
+    if getattr(span, "_kind", None) is not _CLIENT:
+        return True
+    return getattr(getattr(span, "_instrumentation_scope", None), "name", None) != scope
 
 
 def _start(tracer: CursorTracer[Any], target: Any, statement: str, *, current: bool) -> Any:

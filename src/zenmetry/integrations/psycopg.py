@@ -33,16 +33,16 @@ import psycopg
 import wrapt
 from opentelemetry.instrumentation.psycopg import CursorTracer, PsycopgInstrumentor
 from opentelemetry.instrumentation.psycopg.version import __version__
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from psycopg import pq
 from psycopg.sql import Composable
 
 from zenmetry import _guard
 from zenmetry.integrations import Integration
-from zenmetry.integrations._dbapi import Tracers, in_db_span, spanned
+from zenmetry.integrations._dbapi import Tracers, spanned, traced_here
 
 SCOPE: Final = "opentelemetry.instrumentation.psycopg"
 _IDLE: Final = pq.TransactionStatus.IDLE
+_SERVER_CURSORS: Final = (psycopg.ServerCursor, psycopg.AsyncServerCursor)
 
 
 tracer_for: Final = Tracers(SCOPE, PsycopgInstrumentor, psycopg, __version__, CursorTracer)
@@ -113,27 +113,36 @@ async def _statement_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) 
     return await tracer.traced_execution_async(instance, wrapped, *args, **kwargs)
 
 
+_NOTHING: Final[list[Any]] = []  # never appended to
+
+
 def _prepare(cursor: Any) -> tuple[Any, Any, list[Any]]:
     """The tracer, connection and round trips to send first for a statement on ``cursor``;
     no tracer when the statement is not to be traced on its own."""
     try:
-        if in_db_span(SCOPE) or not is_instrumentation_enabled():
-            return None, None, []
+        if not traced_here(SCOPE):
+            return None, None, _NOTHING
         connection = cursor._conn  # noqa: SLF001
         return tracer_for(connection), connection, _ahead(cursor, connection)
     except Exception:  # noqa: BLE001
         _guard.swallow("the psycopg statement wrapper")
-        return None, None, []
+        return None, None, _NOTHING
 
 
 def _ahead(cursor: Any, connection: Any) -> list[Any]:
     """The round trips psycopg would make at the start of this statement, before its own:
     closing a server-side cursor being reused, and the transaction's ``BEGIN``. Sent first,
     each is a span of its own, outside the statement's."""
+    # A client cursor in autocommit (Django's default) sends nothing first: answered before
+    # anything else is read. Only a server-side cursor has ``_described`` (Cursor has slots,
+    # where a missing attribute costs an exception).
+    described = isinstance(cursor, _SERVER_CURSORS) and cursor._described  # noqa: SLF001
+    if connection._autocommit and not described:  # noqa: SLF001
+        return _NOTHING
     if cursor.closed or connection._pipeline or connection.closed:  # noqa: SLF001
-        return []  # psycopg raises, or batches: leave it all to psycopg
+        return _NOTHING  # psycopg raises, or batches: leave it all to psycopg
     ahead = []
-    if getattr(cursor, "_described", False):  # ServerCursor._declare_gen does this first
+    if described:  # ServerCursor._declare_gen does this first
         ahead.append(_close_server_cursor(cursor))
     if not connection._autocommit and connection.pgconn.transaction_status == _IDLE:  # noqa: SLF001
         ahead.append(connection._start_query())  # noqa: SLF001
@@ -151,7 +160,7 @@ def _close_server_cursor(cursor: Any) -> Generator[Any, Any, None]:
 def _command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     generator = wrapped(*args, **kwargs)
     try:
-        if instance._pipeline or in_db_span(SCOPE) or not is_instrumentation_enabled():  # noqa: SLF001
+        if instance._pipeline or not traced_here(SCOPE):  # noqa: SLF001
             return generator
         command = args[0] if args else kwargs["command"]
         if isinstance(command, bytes):

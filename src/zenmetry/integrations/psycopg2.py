@@ -32,11 +32,10 @@ import psycopg2.extras
 import wrapt
 from opentelemetry.instrumentation.psycopg2 import CursorTracer, Psycopg2Instrumentor
 from opentelemetry.instrumentation.psycopg2.version import __version__
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from zenmetry import _guard
 from zenmetry.integrations import Integration
-from zenmetry.integrations._dbapi import Tracers, call_in_span, in_db_span
+from zenmetry.integrations._dbapi import Tracers, call_in_span, traced_here
 
 SCOPE: Final = "opentelemetry.instrumentation.psycopg2"
 _UPSTREAM: Final = "opentelemetry.instrumentation.psycopg2"
@@ -103,7 +102,7 @@ def _factory_made(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 
 
 def _traced(connection: Any) -> bool:
-    return is_instrumentation_enabled() and not in_db_span(SCOPE) and not connection.closed
+    return traced_here(SCOPE) and not connection.closed
 
 
 # -- statements ------------------------------------------------------------------------
