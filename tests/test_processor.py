@@ -9,12 +9,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from opentelemetry import context, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
@@ -256,6 +257,64 @@ class TestFinishing:
             r"zenmetry task shop.tasks.sync FAILURE \| queries 0 \| db 0\.0 ms \| mem [+-]\d+\.\d MiB \| ext 0 \| \d+\.\d ms",
             lines[1],
         ), lines[1]
+
+
+class TestFiguresOnTheSpan:
+    """The figures go into the SDK's attributes directly when no span limit applies, and through
+    ``set_attributes`` (which applies them) when one does: the span ends the same either way."""
+
+    FIGURES: ClassVar[dict[str, object]] = {
+        "zen.unit.kind": "http",
+        "zen.unit.name": "r/",
+        "zen.db.queries": 2,
+        "zen.db.repeated_max": 2,
+        "zen.external.calls": 0,
+        "zen.external.no_timeout": 0,
+        "zen.memory.shared": False,
+        "zen.budget": "default",
+        "zen.db.spans": "exported",
+        "zen.db.postgresql.queries": 2,
+    }
+
+    def finished(self, limits: SpanLimits | None = None) -> ReadableSpan:
+        made = make()
+        provider = TracerProvider(span_limits=limits) if limits else made.provider
+        if limits:
+            provider.add_span_processor(made.processor)
+            provider.add_span_processor(SimpleSpanProcessor(made.exporter))
+        tracer = provider.get_tracer("tests")
+        with tracer.start_as_current_span("GET /r", kind=SpanKind.SERVER, attributes={"http.route": "r/"}) as span:
+            db(tracer, "SELECT 1")
+            db(tracer, "SELECT 1")
+            made.processor.finish(span, "r/", GET)
+            span.set_attribute("after", 1)  # still open: the application may write more
+        (unit,) = [s for s in made.exporter.get_finished_spans() if s.name == "GET /r"]
+        return unit
+
+    def test_without_limits_every_figure_is_written_as_is(self) -> None:
+        unit = self.finished()
+        attributes = dict(unit.attributes or {})
+        assert {key: attributes[key] for key in self.FIGURES} == self.FIGURES
+        assert (next(iter(attributes)), list(attributes)[-1], unit.dropped_attributes) == ("http.route", "after", 0)
+
+    def test_a_count_limit_keeps_the_newest_as_the_sdk_does(self) -> None:
+        unit = self.finished(SpanLimits(max_span_attributes=4))
+        assert list(unit.attributes or {}) == [
+            "zen.db.spans",
+            "zen.db.postgresql.queries",
+            "zen.db.postgresql.duration_ms",
+            "after",
+        ]
+        assert unit.dropped_attributes == 18 - 4  # the route, 16 figures and one more
+
+    def test_a_length_limit_cuts_strings_as_the_sdk_does(self) -> None:
+        unit = self.finished(SpanLimits(max_attribute_length=3))
+        attributes = unit.attributes or {}
+        assert (attributes["zen.db.spans"], attributes["zen.budget"], attributes["zen.unit.name"]) == (
+            "exp",
+            "def",
+            "r/",
+        )
 
 
 class TestSampling:

@@ -31,7 +31,7 @@ from zenmetry._metrics import Attributes, Instruments
 from zenmetry._scrub import scrub_statement
 from zenmetry._settings import Settings
 from zenmetry._shapes import NO_SHAPE, sql_shape
-from zenmetry._spans import plain_attributes
+from zenmetry._spans import plain_attributes, write_attributes
 from zenmetry._summary import MAX_HELD, in_ratio
 from zenmetry._units import NEVER, FinishedUnit, OpenUnit, breaches
 
@@ -454,7 +454,7 @@ class UnitProcessor(SpanProcessor):
 
 def _write(span: ApiSpan, unit: FinishedUnit) -> None:
     figures, source, found = unit.figures, unit.budget.source, unit.breaches
-    attributes: dict[str, str | int | float | list[str]] = {
+    attributes: dict[str, str | int | float | tuple[str, ...]] = {
         _names.UNIT_KIND: figures.kind,
         _names.UNIT_NAME: figures.name,
         _names.DB_QUERIES: figures.queries,
@@ -474,8 +474,8 @@ def _write(span: ApiSpan, unit: FinishedUnit) -> None:
         attributes[_names.db_system_queries(system)] = count
         attributes[_names.db_system_duration_ms(system)] = duration_ms
     if found:
-        attributes[_names.BUDGET_BREACHED] = [breach.limit for breach in found]
-    span.set_attributes(attributes)
+        attributes[_names.BUDGET_BREACHED] = tuple(breach.limit for breach in found)
+    write_attributes(span, attributes)
     for breach in found:
         span.add_event(
             _names.EVENT_BREACH,
