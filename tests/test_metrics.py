@@ -4,6 +4,8 @@ and readers added later."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -173,7 +175,7 @@ def test_a_reader_added_later_gets_the_points_from_then_on() -> None:
 
 
 def test_without_the_sdk_internals_every_point_takes_the_public_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_metrics, "Measurement", None)
+    monkeypatch.setattr(_metrics, "_sdk_internals", lambda: (None, None))
     expected, actual = InMemoryMetricReader(), InMemoryMetricReader()
     reference = record_every_point(MeterProvider(metric_readers=[expected]))
     bound = Instruments(MeterProvider(metric_readers=[actual]))
@@ -182,6 +184,16 @@ def test_without_the_sdk_internals_every_point_takes_the_public_api(monkeypatch:
         bound.record(finished)
     assert set(bound._bound.values()) == {None}
     assert otlp(actual.get_metrics_data()) == otlp(expected.get_metrics_data())
+
+
+def test_the_metrics_sdk_is_not_imported_by_zenmetry_until_a_unit_records_its_points() -> None:
+    """The test suite's processor records no metric: it never pays the metrics SDK's import."""
+    code = (
+        "import sys; from zenmetry import _processor, _metrics, testing; "
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry.sdk.metrics')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_a_value_the_sdk_refuses_is_refused_the_same_way() -> None:

@@ -29,12 +29,6 @@ from opentelemetry.metrics import MeterProvider, get_meter
 from zenmetry import _names
 from zenmetry._units import FinishedUnit
 
-try:  # the SDK's internals the binding reaches; without them every point takes record()
-    from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
-    from opentelemetry.sdk.metrics._internal.measurement import Measurement
-except ImportError:  # pragma: no cover - another SDK
-    _hash_attributes = Measurement = None  # type: ignore[assignment,misc]
-
 # Bucket boundaries sized for requests and tasks; the SDK's defaults (0 to 10,000) suit
 # neither seconds nor query counts.
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60, 300)
@@ -94,6 +88,7 @@ class Instruments:
         )
 
         self._consumer = getattr(self.duration, "_measurement_consumer", None)
+        self._measurement, self._hash_attributes = _sdk_internals()
         # (instrument, unit attributes, system or limit) -> the SDK aggregations its points go
         # to in every reader, or None when the SDK's internals are not what _bind expects.
         self._bound: dict[tuple[Any, ...], tuple[Any, ...] | None] = {}
@@ -150,7 +145,7 @@ class _Points:
             else:
                 instrument.record(value, attributes, self._context)
             if aggregations is _UNBOUND:
-                bound[key] = _bind(instrument, attributes)
+                bound[key] = _bind(instrument, attributes, self._instruments._hash_attributes)
             return
         if self._sample is None:
             # What the SDK decides per point from the context, the same for all of them (and the
@@ -162,15 +157,28 @@ class _Points:
             return
         # No attributes on the measurement: the aggregation has them, and an exemplar carries
         # only the attributes a view filtered out of its point (none here).
-        measurement = Measurement(value, self._now, instrument, self._context, None)
+        measurement = self._instruments._measurement(value, self._now, instrument, self._context, None)
         for aggregation in aggregations:
             aggregation.aggregate(measurement, self._sample)
 
 
-def _bind(instrument: Any, attributes: Mapping[str, str | int]) -> tuple[Any, ...] | None:
+def _sdk_internals() -> tuple[Any, Any]:
+    """The SDK's ``Measurement`` and attribute hash the binding reaches (both None when absent:
+    every point then takes ``record()``). Imported here, when the first unit records its points,
+    not with this module: the test suite's processor records none, and importing the metrics SDK
+    was an eighth of what the pytest plugin adds to a small suite."""
+    try:
+        from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
+        from opentelemetry.sdk.metrics._internal.measurement import Measurement
+    except ImportError:  # pragma: no cover - another SDK
+        return None, None
+    return Measurement, _hash_attributes
+
+
+def _bind(instrument: Any, attributes: Mapping[str, str | int], hash_attributes: Any) -> tuple[Any, ...] | None:
     """The aggregations the SDK made for ``attributes`` in every reader's storage, found as its
     ``_ViewInstrumentMatch.consume_measurement`` finds them; None if its internals differ."""
-    if Measurement is None:
+    if hash_attributes is None:
         return None
     try:
         if not instrument._is_enabled():
@@ -180,7 +188,7 @@ def _bind(instrument: Any, attributes: Mapping[str, str | int]) -> tuple[Any, ..
             for match in storage._instrument_view_instrument_matches[instrument]:
                 keys = match._view._attribute_keys
                 kept = dict(attributes) if keys is None else {k: v for k, v in attributes.items() if k in keys}
-                found.append(match._attributes_aggregation[_hash_attributes(kept)])
+                found.append(match._attributes_aggregation[hash_attributes(kept)])
         return tuple(found)
     except (AttributeError, KeyError, TypeError):
         return None
