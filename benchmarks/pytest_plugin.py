@@ -13,6 +13,8 @@ the plugin under 10 % more CPU, snapshots at most 3 % more on top).
 ``--instructions`` runs each mode once more under valgrind's callgrind and prints the ratios of
 the instructions the pytest process executed: exact and repeatable where CPU times swing by
 tens of percent (a machine shared with other work), though blind to cache misses and the kernel.
+It also counts a run of one test without and with ``--zenmetry``, which splits what the plugin
+adds into what a session pays once (imports, instrumenting) and what each test pays.
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres).
 """
@@ -105,6 +107,9 @@ COMMON = {
         <p>{{ total }} items; {{ others }} other orders</p>
     """,
 }
+
+FIRST = {"light": "test_bench.py::test_page[0]", "typical": "test_bench.py::test_order_page[0]"}
+"""One test of each suite: a run of it alone is what a session pays once, plus one test."""
 
 SUITES = {
     # The lightest suite there is: one small JSON request per test (3 queries).
@@ -200,6 +205,15 @@ def measure(suite: str, tests: str, rounds: int, instructions: bool = False) -> 
                 f"  instructions (callgrind, one run each): without {base / 1e9:.2f} G; the plugin adds"
                 f" {100 * (counted['--zenmetry'] / base - 1):.1f} %, snapshots"
                 f" {100 * (counted['+ snapshots'] - counted['--zenmetry']) / base:.1f} % more"
+            )
+            one = {
+                label: count_instructions(root, env, *modes[label], FIRST[suite]) for label in ("without", "--zenmetry")
+            }
+            once = one["--zenmetry"] - one["without"]
+            each = (counted["--zenmetry"] - counted["without"] - once) / (TESTS - 1)
+            print(
+                f"  of what the plugin adds, paid once per session: {once / 1e6:.0f} M; per test:"
+                f" {each / 1e6:.2f} M, on top of the {(base - one['without']) / (TESTS - 1) / 1e6:.2f} M a test costs without it"
             )
 
 
