@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from support.external_server import external_server
 from support.otlp import Receiver
@@ -228,6 +228,25 @@ class TestPassingOn:
             "net.peer.port": 5432,
         }
         assert scrub(select) is select, "nothing left for the export guard to copy"
+
+    def test_a_sampled_out_db_span_is_left_as_recorded(self, gated: Gated) -> None:
+        """No exporter sends it: the processor makes no literal-free copy for it."""
+        gated.processor.settings = Settings(db_spans="all")
+        seen: list[ReadableSpan] = []
+        collector = SpanProcessor()
+        collector.on_end = seen.append  # type: ignore[method-assign]
+        gated.provider.add_span_processor(collector)
+        parent = trace.set_span_in_context(
+            trace.NonRecordingSpan(SpanContext(1, 2, is_remote=True, trace_flags=TraceFlags(0)))
+        )
+        with gated.tracer.start_as_current_span("GET /r", context=parent, kind=SpanKind.SERVER) as span:
+            db(gated.tracer, "SELECT 'secret'")
+            gated.processor.finish(span, "r/", OK)
+        assert [(s.name, (s.attributes or {}).get("db.statement")) for s in seen] == [
+            ("SELECT", "SELECT 'secret'"),
+            ("GET /r", None),
+        ]
+        assert gated.exported() == []
 
     def test_a_db_span_outside_any_unit_is_scrubbed_by_the_export_guard(self, gated: Gated) -> None:
         db(gated.tracer, "SELECT 'secret'")

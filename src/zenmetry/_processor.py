@@ -192,10 +192,15 @@ class UnitProcessor(SpanProcessor):
                         # One comparison each on the hot path; past them, a limit may be crossed.
                         if count == unit.repeated_crossing or duration > unit.slow_ns:
                             self._crossed(unit, count, system, duration, shape)
-            if self._exports and not self._hold(span, span_id, units[-1]) and statement is not None:
+            if (
+                self._exports
+                and not self._hold(span, span_id, units[-1])
+                and statement is not None
+                and span._context[3].sampled  # type: ignore[index] # an unsampled span is never exported
+            ):
                 # Exported now: its statement is replaced by its shape here, where the shape is
                 # at hand, rather than found again by the export guard.
-                scrub_statement(span, statement, shape[1])  # type: ignore[index]
+                scrub_statement(span, attributes, statement, shape[1])  # type: ignore[index]
         elif _HTTP_REQUEST_METHOD in attributes or _HTTP_METHOD_OLD in attributes:
             self._add_external(units, duration)
 

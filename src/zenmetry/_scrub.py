@@ -20,7 +20,7 @@ zenmetry adds to it). Processors added after zenmetry's see the same literal-fre
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -51,14 +51,15 @@ class Scrubbed(dict[str, Any]):
     """A span's attributes whose statements are already literal-free (``scrub_statement``)."""
 
 
-def scrub_statement(span: ReadableSpan, statement: object, text: str) -> None:
+def scrub_statement(span: ReadableSpan, attributes: Mapping[str, Any], statement: object, text: str) -> None:
     """Replace ``span``'s statement ``statement`` by ``text``, its literal-free shape, on the
     span the SDK made for the span processors (the unit processor's, before any exporting
-    processor sees it). Left to the export guard when an attribute was dropped (a plain dict
-    cannot keep the count) or a second statement attribute differs."""
+    processor sees it); ``attributes`` are the span's, as ``plain_attributes`` reads them. Left
+    to the export guard when an attribute was dropped (a plain dict cannot keep the count) or a
+    second statement attribute differs."""
     if getattr(span._attributes, "dropped", 0):  # noqa: SLF001
         return
-    clean = Scrubbed(plain_attributes(span))
+    clean = Scrubbed(attributes)
     for key in _STATEMENTS:
         value = clean.get(key)
         if value is not None:
