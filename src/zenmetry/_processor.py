@@ -21,10 +21,11 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace import Span as ApiSpan
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanContext, SpanKind
 
 from zenmetry import _callsite, _console, _guard, _memory, _names
 from zenmetry._findings import Finding
+from zenmetry._held import exportable
 from zenmetry._limits import Limits
 from zenmetry._memtrace import MemoryTracer
 from zenmetry._metrics import Attributes, Instruments
@@ -165,6 +166,7 @@ class UnitProcessor(SpanProcessor):
         except Exception:  # noqa: BLE001
             _guard.swallow("on_end")
         if self._exports and span_id not in self.held:
+            span = exportable(span)
             for export in self._exports:
                 export.on_end(span)
 
@@ -231,6 +233,12 @@ class UnitProcessor(SpanProcessor):
         """Whether spans are passed on to an exporting processor."""
         return bool(self._exports)
 
+    def holds_under(self, parent: SpanContext) -> bool:
+        """Whether a DB span started under ``parent`` may be a held span (_held): its parent is a
+        span of a unit of this process, and the unit's verdict decides its export (or nothing is
+        exported at all)."""
+        return not parent[2] and parent[1] in self._open and (not self._exports or self.settings.db_spans == "detail")
+
     def _hold(self, span: ReadableSpan, span_id: int, unit: OpenUnit) -> bool:
         """Hold a DB span of ``unit`` for its verdict (``ZENMETRY_DB_SPANS=detail``); whether it is held."""
         if unit.finished or unit.overflow or self.settings.db_spans != "detail":
@@ -272,8 +280,9 @@ class UnitProcessor(SpanProcessor):
             return
         self.held.difference_update(span.context.span_id for span in held)
         if verdict == _names.DB_SPANS_EXPORTED:
+            spans = [exportable(span) for span in held]
             for export in self._exports:
-                for span in held:
+                for span in spans:
                     export.on_end(span)
 
     def _crossed(self, unit: OpenUnit, count: int, system: str, duration: int, shape: tuple[str, str] | None) -> None:

@@ -1,0 +1,195 @@
+"""The DB spans of a unit whose verdict decides their export, made at a fraction of the SDK's cost.
+
+By default (``ZENMETRY_DB_SPANS=detail``) a healthy unit's DB spans are never exported (see
+_summary): the unit processor reads their kind, parent, times and a few attributes, and drops
+them. The SDK's span would validate and copy every attribute under a lock as it is set, keep
+bounded lists of events and links, and copy itself into a ``ReadableSpan`` at its end: about
+three quarters of what a DB span costs, for nothing in most units. A ``HeldSpan`` is an SDK span
+made by the SDK's own tracer (same sampler, ids, resource, scope and processors) that keeps its
+attributes in a plain dict; the few spans that are exported (their unit breached or failed, or
+the ratio kept it) are turned into the ``ReadableSpan`` the SDK would have made
+(``exportable``), with the span limits applied then, as the SDK applies them as they are set.
+
+Only where that changes nothing anyone sees: in a unit of this process, in ``detail`` mode (or
+with nothing exported), on a provider whose one span processor is zenmetry's (another would be
+handed spans whose attributes the SDK has not cleaned), with no attribute value length limit
+(the SDK would cut the statement the processor shapes) and the SDK's own span metrics off.
+Everywhere else the SDK makes its span as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from time import time_ns
+from typing import Any, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import ReadableSpan, Span, Tracer
+from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.util import types
+
+from zenmetry import _state
+
+_CLIENT: Final = SpanKind.CLIENT
+_SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
+_DEFAULT: Final = TraceFlags(TraceFlags.DEFAULT)
+_ALL_ATTRIBUTES: Final = 128  # the SDK's default count limit: a DB span sets far fewer
+_sdk_logger = logging.getLogger("opentelemetry.sdk.trace")  # its warnings, as the SDK's span gives them
+
+
+class HeldSpan(Span):
+    """An SDK span whose attributes are a plain dict until it is exported; see the module docstring."""
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext,
+        attributes: types.Attributes,
+        record_exception: bool,
+        set_status_on_exception: bool,
+    ) -> None:
+        ReadableSpan.__init__(
+            self,
+            name,
+            context,
+            parent,
+            tracer.resource,
+            kind=_CLIENT,
+            instrumentation_scope=tracer._instrumentation_scope,  # noqa: SLF001
+        )
+        self._instrumentation_info = tracer.instrumentation_info
+        self._values: dict[str, Any] = dict(attributes) if attributes else {}
+        self._attributes = self._values
+        self._sampler = tracer.sampler
+        self._trace_config = None
+        self._record_exception = record_exception
+        self._set_status_on_exception = set_status_on_exception
+        self._span_processor = tracer.span_processor
+        self._limits = tracer._span_limits  # noqa: SLF001
+        self._lock = threading.Lock()
+        self._events = ()  # a bounded list at the first event
+        self._links = ()  # a DB span is started without links
+        self._record_end_metrics = None
+
+    def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        if self._end_time is None:
+            self._values[key] = value
+        else:
+            _sdk_logger.warning("Setting attribute on ended span.")
+
+    def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
+        if self._end_time is None:
+            self._values.update(attributes)
+        else:
+            _sdk_logger.warning("Setting attribute on ended span.")
+
+    def _add_event(self, event: Any) -> None:
+        with self._lock:
+            if self._end_time is not None:
+                _sdk_logger.warning("Tried calling _add_event on an ended span.")
+                return
+            if not isinstance(self._events, BoundedList):
+                self._events = BoundedList(self._limits.max_events)
+            self._events.append(event)
+
+    def end(self, end_time: int | None = None) -> None:
+        with self._lock:
+            if self._end_time is not None:
+                _sdk_logger.warning("Calling end() on an ended span.")
+                return
+            self._end_time = end_time if end_time is not None else time_ns()
+        self._span_processor._on_ending(self)  # noqa: SLF001
+        self._span_processor.on_end(self)
+
+    def exportable(self) -> ReadableSpan:
+        """The ``ReadableSpan`` the SDK would have made of this span at its end."""
+        limits = self._limits
+        events = self._events if isinstance(self._events, BoundedList) else BoundedList(limits.max_events)
+        return ReadableSpan(
+            name=self._name,
+            context=self._context,
+            parent=self._parent,
+            resource=self._resource,
+            attributes=BoundedAttributes(
+                limits.max_span_attributes,
+                self._values,
+                immutable=True,
+                max_value_len=limits.max_span_attribute_length,
+            ),
+            events=events,
+            links=BoundedList(limits.max_links),
+            kind=self._kind,
+            status=self._status,
+            start_time=self._start_time,
+            end_time=self._end_time,
+            instrumentation_info=self._instrumentation_info,
+            instrumentation_scope=self._instrumentation_scope,
+        )
+
+
+def exportable(span: ReadableSpan) -> ReadableSpan:
+    """``span`` as the exporting processors are given it."""
+    return span.exportable() if span.__class__ is HeldSpan else span
+
+
+class HoldingTracer(Tracer):
+    """The SDK tracer it is made from (sharing its state), making ``HeldSpan``s where the module
+    docstring says and the SDK's spans everywhere else."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self.__dict__ = tracer.__dict__
+
+    def start_span(
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: Sequence[Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        parent = trace.get_current_span(context).get_span_context()
+        processor = _state.processor()
+        if (
+            kind is not _CLIENT
+            or links
+            or processor is None
+            or not processor.holds_under(parent)
+            or getattr(self.span_processor, "_span_processors", None) != (processor,)  # another would see it
+            or not self._is_enabled()
+            or self._span_limits.max_span_attribute_length is not None
+            or (self._span_limits.max_span_attributes or 0) < _ALL_ATTRIBUTES
+            or self._tracer_metrics.__class__ is not NoOpTracerMetrics
+        ):
+            return super().start_span(
+                name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
+            )
+        # As the SDK's tracer does for a span with a valid parent.
+        trace_id = parent.trace_id
+        result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        if not result.decision.is_recording():  # type: ignore[no-untyped-call]
+            return super().start_span(
+                name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
+            )
+        flags = _SAMPLED if result.decision.is_sampled() else _DEFAULT  # type: ignore[no-untyped-call]
+        if parent.trace_flags.random_trace_id:
+            flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
+        span_context = SpanContext(trace_id, self.id_generator.generate_span_id(), False, flags, result.trace_state)
+        span = HeldSpan(self, name, span_context, parent, result.attributes, record_exception, set_status_on_exception)
+        span.start(start_time=start_time, parent_context=context)
+        return span
+
+
+def holding(tracer: Any) -> Any:
+    """``tracer`` making held spans, if it is the SDK's."""
+    return HoldingTracer(tracer) if type(tracer) is Tracer else tracer
