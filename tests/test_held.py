@@ -11,7 +11,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, Tracer, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, SamplingResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from zenmetry import _state
@@ -169,3 +169,38 @@ class TestHeld:
     def test_a_tracer_not_the_sdks_is_left_as_it_is(self) -> None:
         tracer = trace.NoOpTracer()
         assert holding(tracer) is tracer
+
+    def test_with_no_count_limit_the_spans_are_held(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        made = _setup(
+            monkeypatch,
+            Settings(db_spans="detail", db_spans_ratio=0.0),
+            SpanLimits(max_span_attributes=SpanLimits.UNSET),
+        )
+        assert made.sdk._span_limits.max_span_attributes is None  # what the SDK keeps for no limit
+        with made.provider.get_tracer("tests").start_as_current_span("GET /", kind=SpanKind.SERVER) as unit:
+            span = made.query(made.held, "SELECT 1")
+            made.processor.finish(unit, "/", OK)
+        assert type(span) is HeldSpan
+        made.provider.shutdown()
+
+    def test_a_sampler_that_drops_the_span_is_asked_once_and_gets_no_recording_span(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Only a sampler other than zenmetry's always-record one can drop a span it records."""
+        asked: list[str] = []
+
+        class Dropping(ParentBased):
+            def should_sample(self, *args: object, **kwargs: object) -> SamplingResult:
+                result = super().should_sample(*args, **kwargs)  # type: ignore[arg-type]
+                if args[2] != "SELECT":
+                    return result
+                asked.append(str(args[2]))
+                return SamplingResult(Decision.DROP)
+
+        made = _setup(monkeypatch, Settings(db_spans="detail", db_spans_ratio=0.0))
+        made.sdk.sampler = Dropping(ALWAYS_ON)  # shared with the holding tracer
+        with made.provider.get_tracer("tests").start_as_current_span("GET /", kind=SpanKind.SERVER) as unit:
+            span = made.query(made.held, "SELECT 1")
+            made.processor.finish(unit, "/", OK)
+        assert (type(span), span.is_recording(), asked) == (trace.NonRecordingSpan, False, ["SELECT"])
+        made.provider.shutdown()

@@ -168,7 +168,7 @@ class HoldingTracer(Tracer):
             or getattr(self.span_processor, "_span_processors", None) != (processor,)  # another would see it
             or not self._is_enabled()
             or self._span_limits.max_span_attribute_length is not None
-            or (self._span_limits.max_span_attributes or 0) < _ALL_ATTRIBUTES
+            or (self._span_limits.max_span_attributes or _ALL_ATTRIBUTES) < _ALL_ATTRIBUTES  # None: no limit
             or self._tracer_metrics.__class__ is not NoOpTracerMetrics
         ):
             return super().start_span(
@@ -177,14 +177,12 @@ class HoldingTracer(Tracer):
         # As the SDK's tracer does for a span with a valid parent.
         trace_id = parent.trace_id
         result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        if not result.decision.is_recording():  # type: ignore[no-untyped-call]
-            return super().start_span(
-                name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
-            )
         flags = _SAMPLED if result.decision.is_sampled() else _DEFAULT  # type: ignore[no-untyped-call]
         if parent.trace_flags.random_trace_id:
             flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
         span_context = SpanContext(trace_id, self.id_generator.generate_span_id(), False, flags, result.trace_state)
+        if not result.decision.is_recording():  # type: ignore[no-untyped-call]
+            return trace.NonRecordingSpan(span_context)
         span = HeldSpan(self, name, span_context, parent, result.attributes, record_exception, set_status_on_exception)
         span.start(start_time=start_time, parent_context=context)
         return span
