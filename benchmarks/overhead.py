@@ -100,6 +100,10 @@ class Server:
     cpu_per_request: dict[str, list[float]] = field(default_factory=dict)
     system_per_request: dict[str, list[float]] = field(default_factory=dict)  # the kernel's part of it
     rps: dict[str, list[float]] = field(default_factory=dict)
+    # Per page: the worker's request thread and its other threads (the exporters'), CPU seconds
+    # per request of each round.
+    request_thread: dict[str, list[float]] = field(default_factory=dict)
+    other_threads: dict[str, list[float]] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
     spans: dict[str, int] = field(default_factory=dict)
     bytes: dict[str, int] = field(default_factory=dict)
@@ -113,6 +117,19 @@ class Server:
             total += _process_cpu(proc.pid, times.user + times.system)
             system += times.system
         return total, system
+
+    def threads(self) -> tuple[float, float]:
+        """CPU seconds so far of the worker's request thread (its main thread: a sync worker
+        serves there) and of its other threads together. In clock ticks, from ``/proc``: another
+        process's thread clocks cannot be read."""
+        (worker,) = psutil.Process(self.process.pid).children()
+        request = others = 0.0
+        for thread in worker.threads():
+            if thread.id == worker.pid:
+                request += thread.user_time + thread.system_time
+            else:
+                others += thread.user_time + thread.system_time
+        return request, others
 
     def worker_rss(self) -> int:
         (worker,) = psutil.Process(self.process.pid).children()
@@ -150,12 +167,15 @@ def main() -> None:
                 requests = args.requests if path == next(iter(PAGES)) else max(args.requests // 4, 50)
                 for server in order:
                     before, spans, size = server.cpu(), server.sink.spans, server.sink.bytes
+                    threads = server.threads()
                     seconds = _load(server.port, path, requests)
                     # The round's last batch of spans is exported (200 ms schedule) and reaches
                     # the sink before the CPU time is read: read at once, the export of up to a
                     # fifth of the round's spans went uncounted, most of them plain's.
                     time.sleep(0.6)
-                    after = server.cpu()
+                    after, threads_after = server.cpu(), server.threads()
+                    server.request_thread.setdefault(path, []).append((threads_after[0] - threads[0]) / requests)
+                    server.other_threads.setdefault(path, []).append((threads_after[1] - threads[1]) / requests)
                     server.cpu_per_request.setdefault(path, []).append((after[0] - before[0]) / requests)
                     server.system_per_request.setdefault(path, []).append((after[1] - before[1]) / requests)
                     server.rps.setdefault(path, []).append(requests / seconds)
@@ -223,6 +243,13 @@ def _report(servers: dict[str, Server], path: str, args: argparse.Namespace) -> 
         f"at a 10% sampling ratio, zenmetry / plain:   {cpu['zenmetry@10%'] / cpu['plain@10%']:.3f} "
         "(the always-record sampler keeps every span recording for exact metrics)"
     )
+    print("the worker's threads, CPU us/request (median, min-max; clock ticks): the request thread, the others")
+    for name in ("plain", "zenmetry", "zenmetry-all"):
+        request, others = servers[name].request_thread[path], servers[name].other_threads[path]
+        print(
+            f"  {name:<14}{statistics.median(request) * 1e6:>8.0f} ({min(request) * 1e6:.0f}-{max(request) * 1e6:.0f})"
+            f"{statistics.median(others) * 1e6:>8.0f} ({min(others) * 1e6:.0f}-{max(others) * 1e6:.0f})"
+        )
 
 
 def _micro_benchmark(rounds: int = 11) -> None:
