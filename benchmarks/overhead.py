@@ -122,18 +122,22 @@ class Server:
         """CPU seconds so far of the worker's request thread (its main thread: a sync worker
         serves there) and of its other threads together. In clock ticks, from ``/proc``: another
         process's thread clocks cannot be read."""
-        (worker,) = psutil.Process(self.process.pid).children()
+        worker = self.worker()
         request = others = 0.0
         for thread in worker.threads():
+            seconds = thread.user_time + thread.system_time
             if thread.id == worker.pid:
-                request += thread.user_time + thread.system_time
+                request += seconds
             else:
-                others += thread.user_time + thread.system_time
+                others += seconds
         return request, others
 
-    def worker_rss(self) -> int:
+    def worker(self) -> psutil.Process:
         (worker,) = psutil.Process(self.process.pid).children()
-        return int(worker.memory_info().rss)
+        return worker
+
+    def worker_rss(self) -> int:
+        return int(self.worker().memory_info().rss)
 
 
 def main() -> None:
@@ -169,8 +173,8 @@ def main() -> None:
                     before, spans, size = server.cpu(), server.sink.spans, server.sink.bytes
                     threads = server.threads()
                     seconds = _load(server.port, path, requests)
-                    # The round's last batch of spans is exported (200 ms schedule) and reaches
-                    # the sink before the CPU time is read: read at once, the export of up to a
+                    # The round's last batch of spans is exported (at the 200 ms schedule) and
+                    # reaches the sink before the CPU time is read: read at once, the export of up to a
                     # fifth of the round's spans went uncounted, most of them plain's.
                     time.sleep(0.6)
                     after, threads_after = server.cpu(), server.threads()
