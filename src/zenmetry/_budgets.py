@@ -37,13 +37,17 @@ class Budget:
     checks: tuple[tuple[str, int | float], ...] = field(init=False)
     """The limits to check, each in its own unit (int for counts, float for ms and MiB),
     defaults included; computed once, as budgets are cached."""
+    _values: dict[str, int | float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "checks", _limits.checks(self.limits))
+        checks = _limits.checks(self.limits)
+        object.__setattr__(self, "checks", checks)
+        # limit() runs several times per unit: a dict look-up, not a walk through the checks.
+        object.__setattr__(self, "_values", dict(checks))
 
     def limit(self, name: str) -> int | float:
         """The value ``name`` is checked with; 0 when it is not checked."""
-        return next((value for limit, value in self.checks if limit == name), 0)
+        return self._values.get(name, 0)
 
 
 @dataclass(frozen=True, slots=True)

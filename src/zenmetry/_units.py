@@ -104,7 +104,8 @@ class OpenUnit:
         """Count one DB call; returns how many times its shape ran so far (0: no shape)."""
         self.queries += 1
         self.db_ns += duration_ns
-        self.slowest_ns = max(self.slowest_ns, duration_ns)
+        if duration_ns > self.slowest_ns:
+            self.slowest_ns = duration_ns
         per_system = self.systems.get(system)
         if per_system is None:
             self.systems[system] = [1, duration_ns]
@@ -120,8 +121,8 @@ class OpenUnit:
         if seen is None:
             self.shapes[key] = [1, shape[1]]
             return 1
-        seen[0] += 1
-        return int(seen[0])
+        count = seen[0] = seen[0] + 1
+        return count  # type: ignore[no-any-return]
 
     def add_slow(self, system: str, shape: tuple[str, str] | None, duration_ns: int, site: CallSite | None) -> None:
         """A call over ``slow_query_ms``: kept per shape, the slowest with its call site."""
