@@ -104,7 +104,7 @@ class OpenUnit:
         """Count one DB call; returns how many times its shape ran so far (0: no shape)."""
         self.queries += 1
         self.db_ns += duration_ns
-        if duration_ns > self.slowest_ns:
+        if duration_ns > self.slowest_ns:  # noqa: PLR1730 - a comparison, not a call to max(), per DB call
             self.slowest_ns = duration_ns
         per_system = self.systems.get(system)
         if per_system is None:
