@@ -171,9 +171,7 @@ class UnitProcessor(SpanProcessor):
                 export.on_end(span)
 
     def _add_call(self, span: ReadableSpan, span_id: int, units: tuple[OpenUnit, ...]) -> None:
-        # plain_attributes(span), without its call for the SDK's span (a held one keeps a dict).
-        inner = getattr(span._attributes, "_dict", None)
-        attributes = inner if inner.__class__ is dict else plain_attributes(span)
+        attributes = plain_attributes(span)
         duration = (span._end_time or 0) - (span._start_time or 0)
         system = attributes.get(_DB_SYSTEM_NAME) or attributes.get(_DB_SYSTEM)
         if system:

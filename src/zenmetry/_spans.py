@@ -17,11 +17,12 @@ def plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     behind it answers in nanoseconds. Falls back to the public view if that ever changes.
     """
     attributes = getattr(span, "_attributes", None)
+    if attributes.__class__ is dict:
+        # A dict already: a held span's (_held), or the attributes the unit processor gave an
+        # exported DB span (_scrub.scrub_statement).
+        return attributes
     inner = getattr(attributes, "_dict", None)
-    if isinstance(inner, dict):
-        return inner
-    # A dict already: the attributes the unit processor gave an exported DB span (_scrub.scrub_statement).
-    return attributes if isinstance(attributes, dict) else dict(span.attributes or {})
+    return inner if inner.__class__ is dict else dict(span.attributes or {})
 
 
 def write_attributes(span: Span, attributes: Mapping[str, Any]) -> None:
