@@ -11,8 +11,24 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, Tracer, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, SamplingResult
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
 
 from zenmetry import _state
 from zenmetry._held import HeldSpan, HoldingTracer, holding
@@ -43,9 +59,14 @@ class Setup:
         return span
 
 
-def _setup(monkeypatch: pytest.MonkeyPatch, settings: Settings, limits: SpanLimits | None = None) -> Setup:
+def _setup(
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    limits: SpanLimits | None = None,
+    sampler: Sampler | None = None,
+) -> Setup:
     processor = UnitProcessor(settings, record_metrics=False)
-    provider = TracerProvider(sampler=AlwaysRecordSampler(ParentBased(ALWAYS_ON)), span_limits=limits)
+    provider = TracerProvider(sampler=sampler or AlwaysRecordSampler(ParentBased(ALWAYS_ON)), span_limits=limits)
     exporter = InMemorySpanExporter()
     provider.add_span_processor(processor.export_to(SimpleSpanProcessor(exporter)))
     monkeypatch.setattr(_state.state, "processor", processor)
@@ -203,4 +224,34 @@ class TestHeld:
             span = made.query(made.held, "SELECT 1")
             made.processor.finish(unit, "/", OK)
         assert (type(span), span.is_recording(), asked) == (trace.NonRecordingSpan, False, ["SELECT"])
+        made.provider.shutdown()
+
+    @pytest.mark.parametrize("flags", [TraceFlags.SAMPLED, TraceFlags.DEFAULT], ids=["sampled", "not sampled"])
+    @pytest.mark.parametrize("root", ["always on", "ratio 0"])
+    def test_zenmetrys_sampler_decides_a_held_span_as_the_sdks_span(
+        self, monkeypatch: pytest.MonkeyPatch, flags: int, root: str
+    ) -> None:
+        """Under the always-record ParentBased sampler a held span is not asked for: it takes its
+        unit's flag and trace state, recorded either way, as the SDK's span gets them by asking."""
+        ratio = ALWAYS_ON if root == "always on" else TraceIdRatioBased(0)
+        made = _setup(
+            monkeypatch,
+            Settings(db_spans="detail", db_spans_ratio=0.0),
+            sampler=AlwaysRecordSampler(ParentBased(ratio)),
+        )
+        remote = SpanContext(0xABC, 0xDEF, True, TraceFlags(flags), TraceState([("vendor", "value")]))
+        context = set_span_in_context(NonRecordingSpan(remote))
+        with made.provider.get_tracer("tests").start_as_current_span("GET /", context, SpanKind.SERVER) as unit:
+            held, sdk = made.query(made.held, "SELECT 1"), made.query(made.sdk, "SELECT 1")
+            made.processor.finish(unit, "/", OK)
+        assert type(held) is HeldSpan
+        found = [
+            (
+                span.get_span_context().trace_flags,
+                dict(span.get_span_context().trace_state),
+                span.get_span_context().trace_id,
+            )
+            for span in (held, sdk)
+        ]
+        assert found == [(TraceFlags(flags), {"vendor": "value"}, 0xABC)] * 2
         made.provider.shutdown()

@@ -30,11 +30,13 @@ from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan, Span, Tracer
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.util import types
 
 from zenmetry import _state
+from zenmetry._sampler import AlwaysRecordSampler
 
 _CLIENT: Final = SpanKind.CLIENT
 _SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
@@ -55,6 +57,7 @@ class HeldSpan(Span):
         attributes: types.Attributes,
         record_exception: bool,
         set_status_on_exception: bool,
+        processor: Any = None,
     ) -> None:
         ReadableSpan.__init__(
             self,
@@ -72,7 +75,9 @@ class HeldSpan(Span):
         self._trace_config = None
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
-        self._span_processor = tracer.span_processor
+        # The provider's one span processor, zenmetry's (held spans are made only then), called
+        # directly rather than through the provider's loop over its processors.
+        self._span_processor = processor or tracer.span_processor
         self._limits = tracer._span_limits  # noqa: SLF001
         self._lock = threading.Lock()
         self._events = ()  # a bounded list at the first event
@@ -158,12 +163,34 @@ class HoldingTracer(Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
+        span = (
+            self.held_span(name, context, attributes, links, start_time, record_exception, set_status_on_exception)
+            if kind is _CLIENT and not links
+            else None
+        )
+        if span is None:
+            return super().start_span(
+                name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
+            )
+        return span
+
+    def held_span(
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        attributes: types.Attributes = None,
+        links: Sequence[Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span | None:
+        """A CLIENT span (``links`` empty), started as a ``HeldSpan`` (or the API's non-recording span
+        when the sampler drops it) where the module docstring says; None where the SDK's span is
+        due instead."""
         parent = trace.get_current_span(context).get_span_context()
         processor = _state.processor()
         if (
-            kind is not _CLIENT
-            or links
-            or processor is None
+            processor is None
             or not processor.holds_under(parent)
             or getattr(self.span_processor, "_span_processors", None) != (processor,)  # another would see it
             or not self._is_enabled()
@@ -171,21 +198,41 @@ class HoldingTracer(Tracer):
             or (self._span_limits.max_span_attributes or _ALL_ATTRIBUTES) < _ALL_ATTRIBUTES  # None: no limit
             or self._tracer_metrics.__class__ is not NoOpTracerMetrics
         ):
-            return super().start_span(
-                name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
-            )
+            return None
         # As the SDK's tracer does for a span with a valid parent.
         trace_id = parent.trace_id
-        result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        flags = _SAMPLED if result.decision.is_sampled() else _DEFAULT  # type: ignore[no-untyped-call]
+        sampler = self.sampler
+        if sampler.__class__ is AlwaysRecordSampler and _follows_local_parent(sampler.root):
+            # zenmetry's default: the configured sampler, ParentBased, follows a local parent's
+            # decision (and a DROP is recorded all the same), with the parent's trace state:
+            # what asking it gives, without the three look-ups of the current span it makes.
+            flags = _SAMPLED if parent.trace_flags.sampled else _DEFAULT
+            trace_state: TraceState | None = parent.trace_state
+            initial, recording = attributes, True
+        else:
+            result = sampler.should_sample(context, trace_id, name, _CLIENT, attributes, links)
+            flags = _SAMPLED if result.decision.is_sampled() else _DEFAULT  # type: ignore[no-untyped-call]
+            trace_state, initial = result.trace_state, result.attributes
+            recording = result.decision.is_recording()  # type: ignore[no-untyped-call]
         if parent.trace_flags.random_trace_id:
             flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
-        span_context = SpanContext(trace_id, self.id_generator.generate_span_id(), False, flags, result.trace_state)
-        if not result.decision.is_recording():  # type: ignore[no-untyped-call]
+        span_context = SpanContext(trace_id, self.id_generator.generate_span_id(), False, flags, trace_state)
+        if not recording:
             return trace.NonRecordingSpan(span_context)
-        span = HeldSpan(self, name, span_context, parent, result.attributes, record_exception, set_status_on_exception)
+        span = HeldSpan(self, name, span_context, parent, initial, record_exception, set_status_on_exception, processor)
         span.start(start_time=start_time, parent_context=context)
         return span
+
+
+def _follows_local_parent(sampler: Sampler) -> bool:
+    """Whether ``sampler`` decides a child of a local parent by the parent's flag alone: the
+    SDK's ``ParentBased`` (``parentbased_*``, the default) with its local delegates as built."""
+    return (
+        isinstance(sampler, ParentBased)
+        and type(sampler).should_sample is ParentBased.should_sample
+        and sampler._local_parent_sampled is ALWAYS_ON  # noqa: SLF001
+        and sampler._local_parent_not_sampled is ALWAYS_OFF  # noqa: SLF001
+    )
 
 
 def holding(tracer: Any) -> Any:

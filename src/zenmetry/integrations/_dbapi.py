@@ -15,18 +15,154 @@ import weakref
 from collections.abc import Callable, Generator
 from typing import Any, Final, TypeVar
 
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_current
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, get_current, set_value
+from opentelemetry.instrumentation._semconv import _report_new, _set_db_name, _set_db_statement, _set_db_system
 from opentelemetry.instrumentation.dbapi import CursorTracer, DatabaseApiIntegration
 from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY_PLAIN
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace import Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from zenmetry import _guard, _state
-from zenmetry._held import holding
+from zenmetry._held import HeldSpan, HoldingTracer, holding
 from zenmetry._shapes import NO_SHAPE
 
 T = TypeVar("T")
 _CLIENT: Final = SpanKind.CLIENT
+_MAX_NAMES: Final = 4096
+"""Operation names kept per tracer class, by statement text (ORM statements are parameterised:
+the texts are few)."""
+
+
+class StatementTracer(CursorTracer[Any]):
+    """Mixed into a library's ``CursorTracer`` (``class Tracer(StatementTracer, library.CursorTracer)``):
+    its ``execute`` traces a statement as its ``traced_execution`` does, without its generic machinery.
+
+    ``traced_execution`` opens the span through two generator-based context managers and
+    works the span's name and attributes out again for every statement, through the semantic
+    conventions' helpers: about as much as the span itself costs. Here the attributes that
+    depend only on the connection are worked out once, by those same helpers, the operation
+    name once per statement text, and the span is opened, made current, ended and given an
+    exception exactly as ``start_as_current_span`` and ``use_span`` do. A span held for its
+    unit's verdict (_held) starts with them. Where the instrumentation does more than name and
+    describe the span (sqlcommenter, captured parameters, the database semantic conventions'
+    metrics), ``traced_execution`` runs itself.
+    """
+
+    _names: dict[str, str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._names = {}
+
+    def __init__(self, db_api_integration: DatabaseApiIntegration) -> None:
+        super().__init__(db_api_integration)
+        self._lean = _connection_attributes(self)
+
+    def execute(self, cursor: Any, method: Callable[..., T], args: Any, kwargs: Any) -> T:
+        """``method(*args, **kwargs)``, a cursor's statement, inside its DB span."""
+        lean = self._lean
+        if lean is None:
+            return self.traced_execution(cursor, method, *args, **kwargs)  # type: ignore[no-any-return]
+        span = self._start(cursor, args, lean)
+        token = attach(set_value(_SPAN_KEY, span))
+        try:
+            try:
+                return method(*args, **kwargs)
+            finally:
+                detach(token)
+        except Exception as error:
+            _failed(span, error)
+            raise
+        finally:
+            span.end()
+
+    async def execute_async(self, cursor: Any, method: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        """``await method(*args, **kwargs)``, an async cursor's statement, inside its DB span."""
+        lean = self._lean
+        if lean is None:
+            return await self.traced_execution_async(cursor, method, *args, **kwargs)
+        span = self._start(cursor, args, lean)
+        token = attach(set_value(_SPAN_KEY, span))
+        try:
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                detach(token)
+        except Exception as error:
+            _failed(span, error)
+            raise
+        finally:
+            span.end()
+
+    def _start(self, cursor: Any, args: Any, lean: tuple[dict[str, Any], tuple[str, ...]]) -> Any:
+        """The statement's span, started, with the name and attributes ``traced_execution`` gives it."""
+        statement = args[0] if args else None
+        if statement.__class__ is str:
+            names = self._names
+            name = names.get(statement)
+            if name is None:
+                name = self.get_operation_name(cursor, args)
+                if len(names) >= _MAX_NAMES:
+                    names.clear()
+                names[statement] = name
+            text = statement
+        else:
+            name, text = self.get_operation_name(cursor, args), self.get_statement(cursor, args)
+        integration = self._db_api_integration
+        if not name:
+            name = integration.database if integration.database else integration.name
+        tracer = integration._tracer  # noqa: SLF001
+        span = tracer.held_span(name) if tracer.__class__ is HoldingTracer else None
+        if span is None:
+            # The SDK's span (a held one's conditions are not met), or another provider's.
+            if tracer.__class__ is HoldingTracer:
+                span = Tracer.start_span(tracer, name, None, _CLIENT)
+            else:
+                span = tracer.start_span(name, kind=_CLIENT)
+            if not span.is_recording():
+                return span
+            attributes, keys = lean
+            attributes = dict(attributes)
+            for key in keys:
+                attributes[key] = text
+            attributes.update(integration.span_attributes)
+            span.set_attributes(attributes)
+            return span
+        if span.__class__ is not HeldSpan:
+            return span  # not recorded: the sampler dropped it
+        values = span._values  # noqa: SLF001
+        values.update(lean[0])
+        for key in lean[1]:
+            values[key] = text
+        values.update(integration.span_attributes)
+        return span
+
+
+def _connection_attributes(tracer: CursorTracer[Any]) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+    """What ``_populate_span`` gives every span of the tracer's connection, worked out by the
+    instrumentation's own helpers: its first attributes, and the keys the statement goes under.
+    None where ``traced_execution`` must run itself."""
+    integration = tracer._db_api_integration  # noqa: SLF001
+    try:
+        mode = integration._sem_conv_opt_in_mode_db  # noqa: SLF001
+        if tracer._commenter_enabled or integration.capture_parameters or _report_new(mode):  # noqa: SLF001
+            return None
+        first: dict[str, Any] = {}
+        _set_db_system(first, integration.database_system, mode)
+        _set_db_name(first, integration.database, mode)
+        probe: dict[str, Any] = {}
+        _set_db_statement(probe, "", mode)
+    except (AttributeError, TypeError):  # not the instrumentation this was written against
+        return None
+    return first, tuple(probe)
+
+
+def _failed(span: Any, error: Exception) -> None:
+    """What ``use_span`` does with an exception that leaves the span's block."""
+    if isinstance(span, Span) and span.is_recording():
+        span.record_exception(error)
+        span.set_status(Status(status_code=StatusCode.ERROR, description=f"{type(error).__name__}: {error}"))
 
 
 class Tracers:
@@ -45,24 +181,22 @@ class Tracers:
 
     _OPTIONS: Final = ("tracer_provider", "enable_commenter", "commenter_options", "enable_attribute_commenter")
 
-    def __init__(
-        self, scope: str, instrumentor: Any, module: Any, version: str, tracer: type[CursorTracer[Any]]
-    ) -> None:
+    def __init__(self, scope: str, instrumentor: Any, module: Any, version: str, tracer: type[StatementTracer]) -> None:
         self._scope, self._instrumentor, self._module, self._version = scope, instrumentor, module, version
         self._options: dict[str, Any] = {}
         self._template: DatabaseApiIntegration | None = None
         self._tracer = tracer
-        self._by_connection: weakref.WeakKeyDictionary[Any, CursorTracer[Any]] = weakref.WeakKeyDictionary()
+        self._by_connection: weakref.WeakKeyDictionary[Any, StatementTracer] = weakref.WeakKeyDictionary()
         # The last connection asked for (weakly) and its tracer: statements come in runs on
         # one connection, and a weak dictionary's look-up is a Python call making a reference.
-        self._last: tuple[weakref.ref[Any], CursorTracer[Any]] | None = None
+        self._last: tuple[weakref.ref[Any], StatementTracer] | None = None
 
     def remember(self, kwargs: dict[str, Any]) -> None:
         """Keep the options the instrumentor is given (its ``before`` hook)."""
         self._options.update({key: kwargs[key] for key in self._OPTIONS if key in kwargs})
         self._options["capture_parameters"] = kwargs.get("capture_parameters", False)
 
-    def __call__(self, connection: Any) -> CursorTracer[Any]:
+    def __call__(self, connection: Any) -> StatementTracer:
         last = self._last
         if last is not None and last[0]() is connection:
             return last[1]

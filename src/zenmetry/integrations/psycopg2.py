@@ -35,7 +35,7 @@ from opentelemetry.instrumentation.psycopg2.version import __version__
 
 from zenmetry import _guard
 from zenmetry.integrations import Integration
-from zenmetry.integrations._dbapi import Tracers, call_in_span, traced_here
+from zenmetry.integrations._dbapi import StatementTracer, Tracers, call_in_span, traced_here
 
 SCOPE: Final = "opentelemetry.instrumentation.psycopg2"
 _UPSTREAM: Final = "opentelemetry.instrumentation.psycopg2"
@@ -57,7 +57,11 @@ _STATEMENTS: Final = ("execute", "executemany", "callproc")
 _FETCHES: Final = ("fetchone", "fetchmany", "fetchall")
 
 
-tracer_for: Final = Tracers(SCOPE, Psycopg2Instrumentor, psycopg2, __version__, CursorTracer)
+class _Tracer(StatementTracer, CursorTracer):
+    """The instrumentation's cursor tracer, tracing statements at less cost (_dbapi)."""
+
+
+tracer_for: Final = Tracers(SCOPE, Psycopg2Instrumentor, psycopg2, __version__, _Tracer)
 """The instrumentation's cursor tracer for a connection, with its attributes."""
 
 
@@ -119,7 +123,7 @@ def _statement(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     if tracer is None:
         return wrapped(*args, **kwargs)
     _begin_first(connection, instance)
-    return tracer.traced_execution(instance, wrapped, *args, **kwargs)
+    return tracer.execute(instance, wrapped, args, kwargs)
 
 
 def _begin_then(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
