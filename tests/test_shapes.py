@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from zenmetry import _shapes
 from zenmetry._shapes import MAX_TEXT, normalize_sql, sql_shape
 
 
@@ -159,3 +163,51 @@ class TestNoLiteralEverLeaks:
     def test_a_quoted_secret_inside_any_statement_is_removed(self, secret: str) -> None:
         statement = f"SELECT a FROM t WHERE b = {_sql_literal('zz' + secret)} OR c = 1"
         assert "zz" not in normalize_sql(statement)
+
+
+class TestFingerprint:
+    """The fingerprint zenmetry takes from libpg_query's C function is pglast's, exactly."""
+
+    STATEMENTS = (
+        "SELECT 1",
+        'SELECT "t"."a" FROM "t" WHERE "t"."id" = $1 AND "t"."b" IN ($2, $3, $4) LIMIT 21',
+        "SELECT a FROM t WHERE b = 'x' /* a comment */",
+        "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) RETURNING id",
+        "UPDATE t SET a = a + 1 WHERE id = ANY($1)",
+        'SAVEPOINT "s140_x1"',
+        "WITH x AS (SELECT * FROM t) SELECT count(*) FROM x JOIN u USING (id)",
+        "SELECT 'café', 'naïve' || $1",
+        "SELECT 1\x00; DROP TABLE t",  # C reads up to the NUL, in both
+        "SELEC 1",  # not PostgreSQL: no fingerprint
+        "SELECT (",
+        "",
+    )
+
+    @pytest.mark.parametrize("statement", STATEMENTS)
+    def test_same_as_pglast(self, statement: str) -> None:
+        import pglast.parser
+
+        try:
+            expected: str | None = pglast.parser.fingerprint(statement)
+        except pglast.parser.ParseError:
+            expected = None
+        via_c = _shapes._libpg_query()
+        assert via_c is not None  # the extension pglast ships answers the known fingerprint
+        assert via_c(statement) == expected
+
+    def test_a_wrong_answer_falls_back_to_pglast(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(_shapes, "_KNOWN", ("SELECT 1", "0000000000000000"))
+        assert _shapes._libpg_query() is None
+        monkeypatch.setattr(_shapes, "_fingerprint", None)
+        assert _shapes.fingerprint("SELECT 1") == "50fde20626009aba"  # pglast's own function
+        assert _shapes._fingerprint is not None
+        assert _shapes._fingerprint.__qualname__ == "_pglast.<locals>.fingerprint"
+
+    def test_not_importing_pglast(self) -> None:
+        """The point of the C call: shaping PostgreSQL statements leaves pglast's Python modules unloaded."""
+        script = (
+            "import sys; from zenmetry._shapes import sql_shape;"
+            "print(sql_shape('SELECT a FROM t WHERE b = %s', 'postgresql'), 'pglast' in sys.modules)"
+        )
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+        assert out == "('f5ccd2dc9a65d441', 'SELECT a FROM t WHERE b = ?') False\n"

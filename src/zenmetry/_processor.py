@@ -64,9 +64,10 @@ _NO_OP_ENDINGS: Final = frozenset(kind._on_ending for kind in _QUIET)
 class UnitProcessor(SpanProcessor):
     """Aggregates each unit's DB and external calls; see the module docstring.
 
-    ``keep_statements=True`` keeps every DB call of every unit in order, and
-    ``record_metrics=False`` records no metric (both for the pytest plugin, which checks units
-    in memory and exports nothing); production leaves them as they are.
+    ``keep_statements=True`` keeps every DB call of every unit in order, ``record_metrics=False``
+    records no metric, and ``write_figures=False`` writes no figure and no event on the unit's
+    span (all three for the pytest plugin, which checks units in memory and exports nothing);
+    production leaves them as they are.
     """
 
     def __init__(
@@ -76,9 +77,11 @@ class UnitProcessor(SpanProcessor):
         *,
         keep_statements: bool = False,
         record_metrics: bool = True,
+        write_figures: bool = True,
     ) -> None:
         self.settings = settings or Settings()
         self._record_metrics = record_metrics
+        self._write_figures = write_figures
         self._meter_provider = meter_provider
         # Created at the first finished unit: the configurator builds the meter provider
         # after the span processors (``_initialize_components``).
@@ -404,7 +407,8 @@ class UnitProcessor(SpanProcessor):
         if any(breach.limit == "memory_mb" for breach in found):
             self._tracer.arm(self.settings.memory_trace, unit.kind, name)
         if span is not None and span.is_recording():
-            _write(span, finished)
+            if self._write_figures:
+                _write(span, finished)
             if self._findings:
                 findings, self._findings = self._findings, []
                 for finding in findings:

@@ -10,15 +10,25 @@ pganalyze does): it ignores literals, ``IN``-list lengths and savepoint names. O
 dialects, and PostgreSQL statements pglast cannot parse, go through a small tokenizer.
 Both are cached by statement text: ORM statements are parameterised, so the set of texts
 is small; the cache is bounded for code that inlines literals.
+
+The fingerprint is libpg_query's own ``pg_query_fingerprint``, the C function ``pglast.parser.fingerprint``
+calls, reached with ctypes in the extension pglast ships: importing pglast builds its
+Python enums and AST classes, about 180 M instructions (70 ms) at every start of a process and
+of a test run, for one function (measured: loading the extension alone costs 3 M). The call is
+checked once against a known fingerprint; where it cannot be made or the check fails (another
+libpg_query layout), pglast's own function is used.
 """
 
 from __future__ import annotations
 
+import ctypes
+import importlib.machinery
+import importlib.util
 import re
+from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 from typing import Final
-
-import pglast.parser
 
 MAX_TEXT = 1000
 """Longest shape text kept (CONTRACT.md: at most 1,000 characters)."""
@@ -95,16 +105,92 @@ def exportable(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
+class _Error(ctypes.Structure):
+    _fields_ = (("message", ctypes.c_char_p), ("funcname", ctypes.c_char_p), ("filename", ctypes.c_char_p),
+                ("lineno", ctypes.c_int), ("cursorpos", ctypes.c_int), ("context", ctypes.c_char_p))  # fmt: skip
+
+
+class _Fingerprint(ctypes.Structure):
+    """libpg_query's ``PgQueryFingerprintResult`` (pg_query.h, since its 13-2.0.0 release)."""
+
+    _fields_ = (("fingerprint", ctypes.c_uint64), ("fingerprint_str", ctypes.c_char_p),
+                ("stderr_buffer", ctypes.c_char_p), ("error", ctypes.POINTER(_Error)))  # fmt: skip
+
+
+_KNOWN: Final = ("SELECT 1", "50fde20626009aba")
+"""A statement and its fingerprint by libpg_query 17 (pglast 7 and 8), to check the call."""
+
+
+def _libpg_query() -> Callable[[str], str | None] | None:
+    """``pg_query_fingerprint`` from pglast's extension, without importing pglast; None if it
+    cannot be found or does not give the known fingerprint."""
+    try:
+        spec = importlib.util.find_spec("pglast")
+        folders = spec.submodule_search_locations if spec is not None else None
+        found = [
+            path
+            for folder in folders or ()
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES
+            if (path := Path(folder, f"parser{suffix}")).is_file()
+        ]
+        if not found:
+            return None
+        library = ctypes.CDLL(str(found[0]))
+        call, free = library.pg_query_fingerprint, library.pg_query_free_fingerprint_result
+    except (OSError, AttributeError, ImportError, ValueError):
+        return None
+    call.argtypes, call.restype = (ctypes.c_char_p,), _Fingerprint
+    free.argtypes, free.restype = (_Fingerprint,), None
+
+    def fingerprint(statement: str) -> str | None:
+        """The statement's fingerprint, or None when libpg_query cannot parse it."""
+        result = call(statement.encode("utf-8"))
+        try:
+            if result.error or not result.fingerprint_str:
+                return None
+            return str(result.fingerprint_str, "ascii")
+        finally:
+            free(result)
+
+    return fingerprint if fingerprint(_KNOWN[0]) == _KNOWN[1] else None
+
+
+def _pglast() -> Callable[[str], str | None]:
+    import pglast.parser
+
+    def fingerprint(statement: str) -> str | None:
+        try:
+            found: str = pglast.parser.fingerprint(statement)
+            return found
+        except pglast.parser.ParseError:
+            return None
+
+    return fingerprint
+
+
+_fingerprint: Callable[[str], str | None] | None = None
+
+
+def fingerprint(statement: str) -> str | None:
+    """libpg_query's fingerprint of a PostgreSQL statement, or None when it cannot parse it."""
+    global _fingerprint  # noqa: PLW0603 - found at the first PostgreSQL statement, not at import
+    if _fingerprint is None:
+        _fingerprint = _libpg_query() or _pglast()
+    return _fingerprint(statement)
+
+
 @lru_cache(maxsize=4096)
 def sql_shape(statement: str, system: str) -> tuple[str, str]:
     """The shape of one SQL statement as ``(key, text)``; see the module docstring."""
     text = normalize_sql(statement, system)
     if system == "postgresql" and len(statement) <= _MAX_INPUT:
         try:
-            # pglast parses PostgreSQL, not the driver's pyformat placeholders.
-            return pglast.parser.fingerprint(_PG_PLACEHOLDER.sub("$1", statement)), text
-        except (pglast.parser.ParseError, ValueError):
-            pass
+            # libpg_query parses PostgreSQL, not the driver's pyformat placeholders.
+            key = fingerprint(_PG_PLACEHOLDER.sub("$1", statement))
+        except ValueError:  # a lone surrogate, as pglast
+            key = None
+        if key is not None:
+            return key, text
     return text, text
 
 

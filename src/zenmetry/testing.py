@@ -32,7 +32,7 @@ from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind
 
-from zenmetry import _late, _limits, _names, _state
+from zenmetry import _guard, _late, _limits, _names, _state
 from zenmetry._budgets import Budget
 from zenmetry._lean import LeanTracerProvider
 from zenmetry._limits import LIMITS, Limits
@@ -112,13 +112,21 @@ _LIBRARIES = {
     "celery": "celery",
     "httpx": "httpx",
     "httpx2": "httpx",
-    "psycopg": "psycopg",
     "psycopg2": "psycopg2",
     "pymongo": "pymongo",
     "requests": "requests",
     "sqlite3": "sqlite3",
-    "urllib": "urllib.request",
     "urllib3": "urllib3",
+}
+
+# Instrumentations loaded at the first call of what they instrument: pytest itself imports
+# urllib.request, and most suites start no thread. Loading either at start would load the
+# instrumentation machinery (and its requirement parser) for every run: measured, a fifth of
+# what the plugin cost a light suite. The first call loads the instrumentation, then goes
+# through it.
+_FIRST_CALL = {
+    "threading": (("threading", "Thread", "start"), ("concurrent.futures", "ThreadPoolExecutor", "submit")),
+    "urllib": (("urllib.request", "OpenerDirector", "open"),),
 }
 
 
@@ -127,38 +135,113 @@ def _on_import(load: Any, entry_point: Any, _module: Any) -> None:
 
 
 def _instrument(settings: Settings) -> UnitProcessor:
-    from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
     from opentelemetry.util._importlib_metadata import entry_points
-
-    from zenmetry._distro import ZenmetryDistro
 
     # Spans only feed the processor here: the lean tracer's cost a fraction of the SDK's (_lean).
     tracer_provider = LeanTracerProvider()
     # Tests export nothing: the instrumentations' own metrics go nowhere, at no cost.
     meter_provider = NoOpMeterProvider()
-    processor = UnitProcessor(settings, meter_provider, keep_statements=True, record_metrics=False)
+    processor = UnitProcessor(settings, meter_provider, keep_statements=True, record_metrics=False, write_figures=False)
     tracer_provider.add_span_processor(processor)
     trace.set_tracer_provider(tracer_provider)
     _state.state.processor = processor
     _state.state.settings = settings
     _recorder.tracer_provider = tracer_provider
-    distro = ZenmetryDistro()
+
+    @functools.cache
+    def distro() -> Any:
+        from zenmetry._distro import ZenmetryDistro
+
+        return ZenmetryDistro()
 
     def load(entry_point: Any) -> None:
+        from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
+
         with contextlib.suppress(ImportError):  # the instrumented library is not installed
             if entry_point.dist is not None and get_dist_dependency_conflicts(entry_point.dist):
                 return
-            distro.load_instrumentor(
+            distro().load_instrumentor(
                 entry_point, tracer_provider=tracer_provider, meter_provider=meter_provider, skip_dep_check=True
             )
 
     for entry_point in entry_points(group="opentelemetry_instrumentor"):
-        library = _LIBRARIES.get(entry_point.name)
-        if library is None:
-            load(entry_point)
+        name = entry_point.name
+        if name == "django":
+            _measure_django(tracer_provider)
+        elif name == "psycopg":
+            wrapt.when_imported("psycopg")(functools.partial(_measure_psycopg, tracer_provider))
+        elif name in _FIRST_CALL:
+            _FirstCall(functools.partial(load, entry_point), _FIRST_CALL[name]).install()
+        elif name in _LIBRARIES:
+            wrapt.when_imported(_LIBRARIES[name])(functools.partial(_on_import, load, entry_point))
         else:
-            wrapt.when_imported(library)(functools.partial(_on_import, load, entry_point))
+            load(entry_point)
     return processor
+
+
+class _FirstCall:
+    """Load an instrumentation at the first call of one of the methods it instruments, then
+    make that call through what the instrumentation made of the method. Until then each method
+    is wrapped by this; after, it is the instrumentation's (this wrapper stays only where
+    another library wrapped the method since, and then passes calls on). A call that arrives
+    while the instrumentation loads waits for it."""
+
+    def __init__(self, load: Any, targets: tuple[tuple[str, str, str], ...]) -> None:
+        self._load = load
+        self._targets = targets
+        self._lock = threading.RLock()  # the instrumentation may start a thread as it loads
+        self._loading = self._loaded = False
+        self._wrappers: dict[tuple[Any, str], Any] = {}
+
+    def install(self) -> None:
+        for module, owner, name in self._targets:
+            wrapt.when_imported(module)(functools.partial(self._wrap, owner, name))
+
+    def _wrap(self, owner: str, name: str, module: Any) -> None:
+        if self._loading or self._loaded:
+            return
+        cls = getattr(module, owner)
+        wrapper = wrapt.FunctionWrapper(vars(cls)[name], functools.partial(self._first, cls, name))
+        setattr(cls, name, wrapper)
+        self._wrappers[cls, name] = wrapper
+
+    def _first(self, cls: Any, name: str, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if not self._loaded:
+            with self._lock:
+                if self._loading and not self._loaded:
+                    return wrapped(*args, **kwargs)  # made by the instrumentation as it loads
+                if not self._loaded:
+                    self._loading = True
+                    try:
+                        for (owner, attribute), wrapper in self._wrappers.items():
+                            if vars(owner).get(attribute) is wrapper:
+                                setattr(owner, attribute, wrapper.__wrapped__)
+                        self._load()
+                    except Exception:  # noqa: BLE001
+                        _guard.swallow("loading an instrumentation at its first call")
+                    finally:
+                        self._loaded = True
+            if instance is not None and vars(cls).get(name) is not self._wrappers[cls, name]:
+                return getattr(cls, name)(instance, *args, **kwargs)
+        return wrapped(*args, **kwargs)
+
+
+def _measure_psycopg(tracer_provider: LeanTracerProvider, _module: Any) -> None:
+    """psycopg's round trips, traced by zenmetry alone (``LeanStatements``): the spans the
+    processor reads, without loading the instrumentation."""
+    from zenmetry.integrations.psycopg import measure_statements
+
+    measure_statements(tracer_provider)
+
+
+def _measure_django(tracer_provider: LeanTracerProvider) -> None:
+    """Django's requests, measured by zenmetry's own middleware rather than the
+    instrumentation's (see ``UnitMiddleware``): the same units, at a fraction of the cost."""
+    try:
+        from zenmetry.integrations.django import measure_requests
+    except ImportError:  # Django is not installed
+        return
+    measure_requests(tracer_provider)
 
 
 @contextlib.contextmanager

@@ -1,70 +1,73 @@
-"""DB spans for the round trips the DB-API instrumentations miss, made with their own tracer.
+"""DB spans for the round trips the DB-API instrumentations miss, and the statement spans of a test suite.
 
-Shared by the psycopg and psycopg2 integrations: a span made here has the name, kind and
-attributes the instrumentation's ``CursorTracer`` gives its own (``db.system``, ``db.name``,
-``db.statement``, ``db.user``, ``net.peer.*``), so the processor, the export guard and the
-verdict treat it like any other DB call. These round trips (``BEGIN``, ``COMMIT``,
-``ROLLBACK``, a cursor's ``FETCH``, ``MOVE`` and ``CLOSE``, psycopg's own savepoints) repeat by
-design: they count as DB calls, never as a repeated statement (``NO_SHAPE``), as a MongoDB
-``getMore`` does not. Six transactions are not an N+1, nor is a large result read in chunks.
+Shared by the psycopg and psycopg2 integrations. A tracer here is what ``tracer_for(connection)``
+gives: the instrumentation's own cursor tracer (``_statements.StatementTracer``), whose spans
+have the name, kind and attributes of the instrumentation's (so the processor, the export guard
+and the verdict treat them like any other DB call), or, in a test suite, ``LeanStatements``.
+These round trips (``BEGIN``, ``COMMIT``, ``ROLLBACK``, a cursor's ``FETCH``, ``MOVE`` and
+``CLOSE``, psycopg's own savepoints) repeat by design: they count as DB calls, never as a
+repeated statement (``NO_SHAPE``), as a MongoDB ``getMore`` does not. Six transactions are not
+an N+1, nor is a large result read in chunks.
+
+Nothing here imports the instrumentation: a test suite that never exports a span does not load it.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Generator
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
+from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, get_current, set_value
-from opentelemetry.instrumentation._semconv import _report_new, _set_db_name, _set_db_statement, _set_db_system
-from opentelemetry.instrumentation.dbapi import CursorTracer, DatabaseApiIntegration
-from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY_PLAIN
-from opentelemetry.sdk.trace import Tracer
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from zenmetry import _guard, _state
-from zenmetry._held import HeldSpan, HoldingTracer, holding
+from zenmetry import _state
+from zenmetry._names import DB_STATEMENT, DB_SYSTEM
 from zenmetry._shapes import NO_SHAPE
 
 T = TypeVar("T")
 _CLIENT: Final = SpanKind.CLIENT
-_MAX_NAMES: Final = 4096
-"""Operation names kept per tracer class, by statement text (ORM statements are parameterised:
-the texts are few)."""
+_SUPPRESS_INSTRUMENTATION_KEY_PLAIN: Final = "suppress_instrumentation"
+"""``opentelemetry.instrumentation.utils``' own key (read here without importing it)."""
 
 
-class StatementTracer(CursorTracer[Any]):
-    """Mixed into a library's ``CursorTracer`` (``class Tracer(StatementTracer, library.CursorTracer)``):
-    its ``execute`` traces a statement as its ``traced_execution`` does, without its generic machinery.
+class Statements(Protocol):
+    """What the integrations ask of a connection's tracer."""
 
-    ``traced_execution`` opens the span through two generator-based context managers and
-    works the span's name and attributes out again for every statement, through the semantic
-    conventions' helpers: about as much as the span itself costs. Here the attributes that
-    depend only on the connection are worked out once, by those same helpers, the operation
-    name once per statement text, and the span is opened, made current, ended and given an
-    exception exactly as ``start_as_current_span`` and ``use_span`` do. A span held for its
-    unit's verdict (_held) starts with them. Where the instrumentation does more than name and
-    describe the span (sqlcommenter, captured parameters, the database semantic conventions'
-    metrics), ``traced_execution`` runs itself.
-    """
+    def execute(self, cursor: Any, method: Callable[..., T], args: Any, kwargs: Any) -> T: ...
 
-    _names: dict[str, str]
+    async def execute_async(self, cursor: Any, method: Callable[..., Any], args: Any, kwargs: Any) -> Any: ...
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._names = {}
+    def command(self, target: Any, statement: str) -> Any: ...
 
-    def __init__(self, db_api_integration: DatabaseApiIntegration) -> None:
-        super().__init__(db_api_integration)
-        self._lean = _connection_attributes(self)
+
+def failed(span: Any, error: Exception) -> None:
+    """What ``use_span`` does with an exception that leaves the span's block."""
+    if isinstance(span, Span) and span.is_recording():
+        span.record_exception(error)
+        span.set_status(Status(status_code=StatusCode.ERROR, description=f"{type(error).__name__}: {error}"))
+
+
+class LeanStatements:
+    """A test suite's statement spans (``zenmetry.testing``): the unit processor reads a DB
+    span's system, statement, times and parent, and nothing in a test reads the rest (the name,
+    ``db.name``, ``db.user``, ``net.peer.*``), so only those are made, with no instrumentation
+    loaded. One for every connection: ``tracer_for`` it is, or None outside a unit."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider, scope: str, system: str) -> None:
+        self._tracer = tracer_provider.get_tracer(scope)
+        self._system = system
+
+    def __call__(self, connection: Any) -> LeanStatements | None:
+        # Outside a recording span nothing is traced (the lean tracer would hand out the API's
+        # invalid span): a test's own set-up statements go straight to the driver.
+        return self if trace.get_current_span().is_recording() else None
 
     def execute(self, cursor: Any, method: Callable[..., T], args: Any, kwargs: Any) -> T:
-        """``method(*args, **kwargs)``, a cursor's statement, inside its DB span."""
-        lean = self._lean
-        if lean is None:
-            return self.traced_execution(cursor, method, *args, **kwargs)  # type: ignore[no-any-return]
-        span = self._start(cursor, args, lean)
+        span = self._start(cursor, args[0] if args else kwargs.get("query"))
+        if span is INVALID_SPAN:
+            return method(*args, **kwargs)
         token = attach(set_value(_SPAN_KEY, span))
         try:
             try:
@@ -72,17 +75,15 @@ class StatementTracer(CursorTracer[Any]):
             finally:
                 detach(token)
         except Exception as error:
-            _failed(span, error)
+            failed(span, error)
             raise
         finally:
             span.end()
 
     async def execute_async(self, cursor: Any, method: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-        """``await method(*args, **kwargs)``, an async cursor's statement, inside its DB span."""
-        lean = self._lean
-        if lean is None:
-            return await self.traced_execution_async(cursor, method, *args, **kwargs)
-        span = self._start(cursor, args, lean)
+        span = self._start(cursor, args[0] if args else kwargs.get("query"))
+        if span is INVALID_SPAN:
+            return await method(*args, **kwargs)
         token = attach(set_value(_SPAN_KEY, span))
         try:
             try:
@@ -90,137 +91,30 @@ class StatementTracer(CursorTracer[Any]):
             finally:
                 detach(token)
         except Exception as error:
-            _failed(span, error)
+            failed(span, error)
             raise
         finally:
             span.end()
 
-    def _start(self, cursor: Any, args: Any, lean: tuple[dict[str, Any], tuple[str, ...]]) -> Any:
-        """The statement's span, started, with the name and attributes ``traced_execution`` gives it."""
-        statement = args[0] if args else None
-        if statement.__class__ is str:
-            names = self._names
-            name = names.get(statement)
-            if name is None:
-                name = self.get_operation_name(cursor, args)
-                if len(names) >= _MAX_NAMES:
-                    names.clear()
-                names[statement] = name
-            text = statement
-        else:
-            name, text = self.get_operation_name(cursor, args), self.get_statement(cursor, args)
-        integration = self._db_api_integration
-        if not name:
-            name = integration.database if integration.database else integration.name
-        tracer = integration._tracer  # noqa: SLF001
-        span = tracer.held_span(name) if tracer.__class__ is HoldingTracer else None
-        if span is None:
-            # The SDK's span (a held one's conditions are not met), or another provider's.
-            if tracer.__class__ is HoldingTracer:
-                span = Tracer.start_span(tracer, name, None, _CLIENT)
-            else:
-                span = tracer.start_span(name, kind=_CLIENT)
-            if not span.is_recording():
-                return span
-            attributes, keys = lean
-            attributes = dict(attributes)
-            for key in keys:
-                attributes[key] = text
-            attributes.update(integration.span_attributes)
-            span.set_attributes(attributes)
-            return span
-        if span.__class__ is not HeldSpan:
-            return span  # not recorded: the sampler dropped it
-        values = span._values  # noqa: SLF001
-        values.update(lean[0])
-        for key in lean[1]:
-            values[key] = text
-        values.update(integration.span_attributes)
+    def _start(self, cursor: Any, statement: Any) -> Any:
+        if statement.__class__ is not str and statement is not None:
+            try:  # psycopg's sql.Composable, as the instrumentation's get_statement reads it
+                statement = statement.as_string(cursor) if hasattr(statement, "as_string") else statement
+            except Exception:  # noqa: BLE001
+                statement = ""
+        return self._tracer.start_span(
+            self._system, kind=_CLIENT, attributes={DB_SYSTEM: self._system, DB_STATEMENT: statement or ""}
+        )
+
+    def command(self, target: Any, statement: str) -> Any:
+        span = self._tracer.start_span(
+            self._system, kind=_CLIENT, attributes={DB_SYSTEM: self._system, DB_STATEMENT: statement}
+        )
+        if span is not INVALID_SPAN:
+            processor = _state.processor()
+            if processor is not None:
+                processor.note_shape(span, NO_SHAPE)
         return span
-
-
-def _connection_attributes(tracer: CursorTracer[Any]) -> tuple[dict[str, Any], tuple[str, ...]] | None:
-    """What ``_populate_span`` gives every span of the tracer's connection, worked out by the
-    instrumentation's own helpers: its first attributes, and the keys the statement goes under.
-    None where ``traced_execution`` must run itself."""
-    integration = tracer._db_api_integration  # noqa: SLF001
-    try:
-        mode = integration._sem_conv_opt_in_mode_db  # noqa: SLF001
-        if tracer._commenter_enabled or integration.capture_parameters or _report_new(mode):  # noqa: SLF001
-            return None
-        first: dict[str, Any] = {}
-        _set_db_system(first, integration.database_system, mode)
-        _set_db_name(first, integration.database, mode)
-        probe: dict[str, Any] = {}
-        _set_db_statement(probe, "", mode)
-    except (AttributeError, TypeError):  # not the instrumentation this was written against
-        return None
-    return first, tuple(probe)
-
-
-def _failed(span: Any, error: Exception) -> None:
-    """What ``use_span`` does with an exception that leaves the span's block."""
-    if isinstance(span, Span) and span.is_recording():
-        span.record_exception(error)
-        span.set_status(Status(status_code=StatusCode.ERROR, description=f"{type(error).__name__}: {error}"))
-
-
-class Tracers:
-    """The instrumentation's cursor tracer of each connection, made at its first call and
-    dropped with the connection: a cache, not state (a new one would trace the same).
-
-    ``remember(kwargs)`` keeps what the instrumentor was given (tracer provider, sqlcommenter
-    options), so the spans zenmetry makes are made as the instrumentation would make them.
-    Each connection has an integration of its own, for its own attributes (upstream keeps one
-    for all and overwrites them at every connect). Django opens a connection per request unless
-    ``CONN_MAX_AGE`` is set, and a ``DatabaseApiIntegration`` costs about 25 us to make (its
-    tracer, semantic-convention modes, commenter data): each connection's is a copy of one made
-    once, with the two dicts ``get_connection_attributes`` fills of its own. The template's
-    tracer makes held spans (_held) where its spans' export waits for their unit's verdict.
-    """
-
-    _OPTIONS: Final = ("tracer_provider", "enable_commenter", "commenter_options", "enable_attribute_commenter")
-
-    def __init__(self, scope: str, instrumentor: Any, module: Any, version: str, tracer: type[StatementTracer]) -> None:
-        self._scope, self._instrumentor, self._module, self._version = scope, instrumentor, module, version
-        self._options: dict[str, Any] = {}
-        self._template: DatabaseApiIntegration | None = None
-        self._tracer = tracer
-        self._by_connection: weakref.WeakKeyDictionary[Any, StatementTracer] = weakref.WeakKeyDictionary()
-        # The last connection asked for (weakly) and its tracer: statements come in runs on
-        # one connection, and a weak dictionary's look-up is a Python call making a reference.
-        self._last: tuple[weakref.ref[Any], StatementTracer] | None = None
-
-    def remember(self, kwargs: dict[str, Any]) -> None:
-        """Keep the options the instrumentor is given (its ``before`` hook)."""
-        self._options.update({key: kwargs[key] for key in self._OPTIONS if key in kwargs})
-        self._options["capture_parameters"] = kwargs.get("capture_parameters", False)
-
-    def __call__(self, connection: Any) -> StatementTracer:
-        last = self._last
-        if last is not None and last[0]() is connection:
-            return last[1]
-        tracer = self._by_connection.get(connection)
-        if tracer is None:
-            if self._template is None:  # after the instrumentor's options are known
-                self._template = DatabaseApiIntegration(
-                    self._scope,
-                    self._instrumentor._DATABASE_SYSTEM,  # noqa: SLF001
-                    connection_attributes=self._instrumentor._CONNECTION_ATTRIBUTES,  # noqa: SLF001
-                    version=self._version,
-                    connect_module=self._module,
-                    **self._options,
-                )
-                # Its spans wait for their unit's verdict as held spans (_held).
-                self._template._tracer = holding(self._template._tracer)  # noqa: SLF001
-            # A copy (copy.copy is a Python walk through __reduce_ex__, 20 us; this is 1 us).
-            integration = object.__new__(DatabaseApiIntegration)
-            integration.__dict__.update(self._template.__dict__)
-            integration.connection_props, integration.span_attributes = {}, {}
-            integration.get_connection_attributes(connection)
-            tracer = self._by_connection[connection] = self._tracer(integration)
-        self._last = (weakref.ref(connection), tracer)
-        return tracer
 
 
 def traced_here(scope: str) -> bool:
@@ -241,42 +135,22 @@ def traced_here(scope: str) -> bool:
     return getattr(getattr(span, "_instrumentation_scope", None), "name", None) != scope
 
 
-def _start(tracer: CursorTracer[Any], target: Any, statement: str, *, current: bool) -> Any:
-    integration = tracer._db_api_integration  # noqa: SLF001
-    name = tracer.get_operation_name(target, (statement,)) or integration.database or integration.name
-    if current:
-        return integration._tracer.start_as_current_span(name, kind=_CLIENT)  # noqa: SLF001
-    return integration._tracer.start_span(name, kind=_CLIENT)  # noqa: SLF001
-
-
-def _populate(tracer: CursorTracer[Any], span: Any, target: Any, statement: str) -> None:
-    try:
-        tracer._populate_span(span, target, statement)  # type: ignore[arg-type]  # noqa: SLF001
-        processor = _state.processor()
-        if processor is not None:
-            processor.note_shape(span, NO_SHAPE)
-    except Exception:  # noqa: BLE001
-        _guard.swallow("a DB span's attributes")
-
-
-def call_in_span(tracer: CursorTracer[Any], target: Any, statement: str, call: Callable[[], T]) -> T:
+def call_in_span(tracer: Statements, target: Any, statement: str, call: Callable[[], T]) -> T:
     """``call()``, one round trip, inside a DB span (current while it runs, so that what the
     call itself goes through is not counted again)."""
-    with _start(tracer, target, statement, current=True) as span:
-        _populate(tracer, span, target, statement)
+    with trace.use_span(tracer.command(target, statement), end_on_exit=True):
         return call()
 
 
 def spanned(
-    tracer: CursorTracer[Any], target: Any, statement: str, generator: Generator[Any, Any, T]
+    tracer: Statements, target: Any, statement: str, generator: Generator[Any, Any, T]
 ) -> Generator[Any, Any, T]:
     """``generator`` (psycopg's generator of one round trip) inside a DB span of its own.
 
     The span is not made current: nothing runs inside it but the driver waiting on its
     socket, and an asyncio task may be suspended in the middle of it.
     """
-    span = _start(tracer, target, statement, current=False)
-    _populate(tracer, span, target, statement)
+    span = tracer.command(target, statement)
     try:
         return (yield from generator)
     except Exception as error:

@@ -7,6 +7,9 @@ span is still open, so the unit's figures can still be written on it. A streamed
 instrumentation ends the request span (opentelemetry-python-contrib #4681): zenmetry keeps the
 span open, makes it the current span while each part of the body is produced, and finishes the
 unit and ends the span when the response is closed (or, under ASGI, when the client went away).
+
+In a test suite (``zenmetry.testing``), ``UnitMiddleware`` stands in for the instrumentation's
+middleware: the same request units, without what nothing in a test reads.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import wrapt
+from django.utils.deprecation import MiddlewareMixin
 from opentelemetry import context, trace
-from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.trace import INVALID_SPAN, SpanKind
 
 from zenmetry import _guard, _names, _state
 from zenmetry._budgets import budget_of
@@ -31,6 +35,8 @@ logger = logging.getLogger("zenmetry")
 SETTINGS_VARIABLE: Final = "DJANGO_SETTINGS_MODULE"
 _MIDDLEWARE: Final = "opentelemetry.instrumentation.django.middleware.otel_middleware"
 _SPAN_KEY: Final = "opentelemetry-instrumentor-django.span_key"
+_ATTACHED_KEY: Final = "opentelemetry-instrumentor-django.token"
+_SCOPE: Final = "opentelemetry.instrumentation.django"
 _STREAM: Final = "_zenmetry_stream"
 """The attribute of a streamed response whose unit finishes when it is closed."""
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
@@ -72,9 +78,7 @@ class DjangoIntegration(Integration):
 
         wrapt.wrap_function_wrapper(_MIDDLEWARE, "_DjangoMiddleware.process_view", _view_resolved)
         wrapt.wrap_function_wrapper(_MIDDLEWARE, "_DjangoMiddleware.process_response", _responded)
-        wrapt.wrap_function_wrapper("django.core.handlers.asgi", "ASGIHandler.send_response", _sent)
-        for finding in check_databases(settings.DATABASES):
-            report(finding)
+        _ready(settings)
 
     def load(self, instrument: Callable[[], None]) -> None:
         instrument_when_ready(instrument)
@@ -83,20 +87,33 @@ class DjangoIntegration(Integration):
 INTEGRATION: Final = DjangoIntegration()
 
 
+def _ready(settings: Any) -> None:
+    """Once Django's settings are loaded: ASGI responses whose client went away are finished,
+    and the databases' timeouts checked."""
+    wrapt.wrap_function_wrapper("django.core.handlers.asgi", "ASGIHandler.send_response", _sent)
+    for finding in check_databases(settings.DATABASES):
+        report(finding)
+
+
 def _view_resolved(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
     """After the instrumentation's ``process_view`` (where it learns the route): name the unit,
     with the view's ``@budget``, while the request span is the current span."""
     result = wrapped(*args, **kwargs)
+    _name_unit(trace.get_current_span(), args[0] if args else kwargs.get("request"))
+    return result
+
+
+def _name_unit(span: Any, request: Any) -> None:
+    """Name the request's unit by its route, with the view's ``@budget``."""
     processor = _state.processor()
     if processor is not None:
         try:
-            match = getattr(args[0] if args else kwargs.get("request"), "resolver_match", None)
+            match = getattr(request, "resolver_match", None)
             route = getattr(match, "route", None)
             if match is not None and route:
-                processor.note_unit(trace.get_current_span(), route, budget_of(match.func))
+                processor.note_unit(span, route, budget_of(match.func))
         except Exception:  # noqa: BLE001
             _guard.swallow("the Django view hook")
-    return result
 
 
 class _Stream:
@@ -165,6 +182,12 @@ def _responded(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: An
         span.end()
         raise
     del span.end
+    _keep_open(stream, response)
+    return result
+
+
+def _keep_open(stream: _Stream, response: Any) -> None:
+    """Finish a streamed response's unit when the response is closed."""
     try:
         if getattr(response, "file_to_stream", None) is None:
             # A file is sent as it is (the server may use sendfile); any other body is produced
@@ -183,7 +206,6 @@ def _responded(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: An
     except Exception:  # noqa: BLE001
         _guard.swallow("the Django streamed response")
         stream.finish()
-    return result
 
 
 def _stream_for(request: Any, response: Any) -> _Stream | None:
@@ -276,6 +298,8 @@ def _quiet_debug_quoting() -> None:
 
 
 def _unmeasured(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    from opentelemetry.instrumentation.utils import suppress_instrumentation  # not at import: see UnitMiddleware
+
     with suppress_instrumentation():
         return wrapped(*args, **kwargs)
 
@@ -313,3 +337,85 @@ def check_databases(
         if missing:
             found.append(Finding(system, f"Django database {alias!r}", tuple(missing)))
     return found
+
+
+# -- in a test suite -------------------------------------------------------------------------
+
+
+class UnitMiddleware(MiddlewareMixin):  # type: ignore[misc]  # Django has no types here
+    """A request's unit in a test suite (``zenmetry.testing``): the span the instrumentation's
+    middleware would start (SERVER, or INTERNAL inside another span, as in an ``assert_budget``
+    block), named by its route as the view is resolved, and finished by ``response_hook``.
+
+    Not the instrumentation's middleware, whose request attributes, header capture,
+    propagation and metrics nothing in a test reads: measured on a light test suite, that
+    middleware and its imports were a fifth of what the plugin added to each test.
+    """
+
+    tracer: trace.Tracer = trace.NoOpTracer()
+    excluded: Any = None  # the instrumentation's excluded URLs, when the environment names some
+
+    def process_request(self, request: Any) -> None:
+        if self.excluded is not None and self.excluded.url_disabled(request.build_absolute_uri("?")):
+            return
+        kind = SpanKind.SERVER if trace.get_current_span() is INVALID_SPAN else SpanKind.INTERNAL
+        method = request.method if request.method in _METHODS else "_OTHER"
+        span = self.tracer.start_span(
+            "HTTP" if method == "_OTHER" else method, kind=kind, attributes={_names.HTTP_REQUEST_METHOD: method}
+        )
+        request.META[_SPAN_KEY] = span
+        request.META[_ATTACHED_KEY] = context.attach(trace.set_span_in_context(span))
+
+    def process_view(self, request: Any, view: Any, args: Any, kwargs: Any) -> None:
+        span = request.META.get(_SPAN_KEY)
+        if span is None:
+            return
+        route = getattr(getattr(request, "resolver_match", None), "route", None)
+        if route:
+            span.update_name(f"{span.name} {route}")
+            span.set_attribute(_names.HTTP_ROUTE, route)
+        _name_unit(span, request)
+
+    def process_response(self, request: Any, response: Any) -> Any:
+        stream = _stream_for(request, response)
+        span = request.META.pop(_SPAN_KEY, None)
+        token = request.META.pop(_ATTACHED_KEY, None)
+        if span is None:
+            return response
+        if stream is None:
+            response_hook(span, request, response)
+        context.detach(token)
+        if stream is None:
+            span.end()
+        else:
+            _keep_open(stream, response)
+        return response
+
+
+def measure_requests(tracer_provider: trace.TracerProvider) -> None:
+    """Measure Django's requests with ``UnitMiddleware``, put where the instrumentation puts
+    its own (``OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION``, first by default), once the settings
+    can be loaded; ``OTEL_PYTHON_DJANGO_INSTRUMENT=False`` leaves Django alone, as it does the
+    instrumentation."""
+    if os.environ.get("OTEL_PYTHON_DJANGO_INSTRUMENT") == "False":
+        return
+    _quiet_debug_quoting()
+
+    def instrument() -> None:
+        from django.conf import settings
+
+        UnitMiddleware.tracer = tracer_provider.get_tracer(_SCOPE)
+        if os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS") or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS"):
+            from opentelemetry.util.http import get_excluded_urls
+
+            UnitMiddleware.excluded = get_excluded_urls("DJANGO")
+        middleware = list(getattr(settings, "MIDDLEWARE", None) or ())
+        try:
+            position = int(os.environ.get("OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION", "0"))
+        except ValueError:
+            position = 0
+        middleware.insert(position if 0 <= position <= len(middleware) else 0, f"{__name__}.UnitMiddleware")
+        settings.MIDDLEWARE = middleware
+        _ready(settings)
+
+    instrument_when_ready(instrument)

@@ -26,38 +26,57 @@ not counted one by one.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import functools
+from collections.abc import Callable, Generator
 from typing import Any, Final
 
 import psycopg
 import wrapt
-from opentelemetry.instrumentation.psycopg import CursorTracer, PsycopgInstrumentor
-from opentelemetry.instrumentation.psycopg.version import __version__
+from opentelemetry import trace
 from psycopg import pq
 from psycopg.sql import Composable
 
 from zenmetry import _guard
 from zenmetry.integrations import Integration
-from zenmetry.integrations._dbapi import StatementTracer, Tracers, spanned, traced_here
+from zenmetry.integrations._dbapi import LeanStatements, Statements, spanned, traced_here
 
 SCOPE: Final = "opentelemetry.instrumentation.psycopg"
 _IDLE: Final = pq.TransactionStatus.IDLE
 _SERVER_CURSORS: Final = (psycopg.ServerCursor, psycopg.AsyncServerCursor)
 
 
-class _Tracer(StatementTracer, CursorTracer):
-    """The instrumentation's cursor tracer, tracing statements at less cost (_dbapi)."""
+@functools.cache
+def upstream() -> Any:
+    """The instrumentation's cursor tracer for each connection, with its attributes
+    (``_statements.Tracers``); its class is ``upstream().tracer``."""
+    from opentelemetry.instrumentation.psycopg import CursorTracer, PsycopgInstrumentor
+    from opentelemetry.instrumentation.psycopg.version import __version__
+
+    from zenmetry.integrations._statements import StatementTracer, Tracers
+
+    class Tracer(StatementTracer, CursorTracer):
+        """The instrumentation's cursor tracer, tracing statements at less cost (_statements)."""
+
+    return Tracers(SCOPE, PsycopgInstrumentor, psycopg, __version__, Tracer)
 
 
-tracer_for: Final = Tracers(SCOPE, PsycopgInstrumentor, psycopg, __version__, _Tracer)
-"""The instrumentation's cursor tracer for a connection, with its attributes."""
+def _upstream_for(connection: Any) -> Statements | None:
+    return upstream()(connection)  # type: ignore[no-any-return]
+
+
+tracer_for: Callable[[Any], Statements | None] = _upstream_for
+"""A connection's statement tracer: the instrumentation's (``upstream()``), or a test suite's
+``LeanStatements`` (``measure_statements``), which is None where nothing is traced."""
 
 
 class PsycopgIntegration(Integration):
     library = "psycopg"
 
     def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
-        tracer_for.remember(kwargs)
+        global tracer_for  # noqa: PLW0603
+        tracers = upstream()
+        tracers.remember(kwargs)
+        tracer_for = tracers
 
     def after(self, entry_point: str) -> None:
         # Upstream's connect wrappers swap the connection's cursor_factory: take them off.
@@ -70,6 +89,14 @@ class PsycopgIntegration(Integration):
 
 
 INTEGRATION: Final = PsycopgIntegration()
+
+
+def measure_statements(tracer_provider: trace.TracerProvider) -> None:
+    """A test suite's psycopg tracing (``zenmetry.testing``): the same round trips traced, by
+    ``LeanStatements``, without the instrumentation."""
+    global tracer_for  # noqa: PLW0603
+    tracer_for = LeanStatements(tracer_provider, SCOPE, "postgresql")
+    trace_psycopg()
 
 
 def trace_psycopg() -> None:
@@ -127,7 +154,10 @@ def _prepare(cursor: Any) -> tuple[Any, Any, list[Any]]:
         if not traced_here(SCOPE):
             return None, None, _NOTHING
         connection = cursor._conn  # noqa: SLF001
-        return tracer_for(connection), connection, _ahead(cursor, connection)
+        tracer = tracer_for(connection)
+        if tracer is None:
+            return None, None, _NOTHING
+        return tracer, connection, _ahead(cursor, connection)
     except Exception:  # noqa: BLE001
         _guard.swallow("the psycopg statement wrapper")
         return None, None, _NOTHING
@@ -166,6 +196,9 @@ def _command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     try:
         if instance._pipeline or not traced_here(SCOPE):  # noqa: SLF001
             return generator
+        tracer = tracer_for(instance)
+        if tracer is None:
+            return generator
         command = args[0] if args else kwargs["command"]
         if isinstance(command, bytes):
             statement = command.decode("utf-8", "replace")
@@ -173,7 +206,7 @@ def _command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             statement = command.as_string(instance)
         else:
             statement = str(command)
-        return spanned(tracer_for(instance), instance, statement, generator)
+        return spanned(tracer, instance, statement, generator)
     except Exception:  # noqa: BLE001
         _guard.swallow("the psycopg command wrapper")
         return generator

@@ -35,7 +35,8 @@ from opentelemetry.instrumentation.psycopg2.version import __version__
 
 from zenmetry import _guard
 from zenmetry.integrations import Integration
-from zenmetry.integrations._dbapi import StatementTracer, Tracers, call_in_span, traced_here
+from zenmetry.integrations._dbapi import call_in_span, traced_here
+from zenmetry.integrations._statements import StatementTracer, Tracers
 
 SCOPE: Final = "opentelemetry.instrumentation.psycopg2"
 _UPSTREAM: Final = "opentelemetry.instrumentation.psycopg2"
@@ -58,7 +59,7 @@ _FETCHES: Final = ("fetchone", "fetchmany", "fetchall")
 
 
 class _Tracer(StatementTracer, CursorTracer):
-    """The instrumentation's cursor tracer, tracing statements at less cost (_dbapi)."""
+    """The instrumentation's cursor tracer, tracing statements at less cost (_statements)."""
 
 
 tracer_for: Final = Tracers(SCOPE, Psycopg2Instrumentor, psycopg2, __version__, _Tracer)

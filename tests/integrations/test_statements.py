@@ -1,4 +1,4 @@
-"""A statement's DB span made by zenmetry's ``StatementTracer.execute`` is the span the
+"""A statement's DB span made by zenmetry's ``StatementTracer.execute`` (_statements) is the span the
 instrumentation's own ``traced_execution`` makes, whether it is held for its unit's verdict or
 is the SDK's. Real PostgreSQL through psycopg 3, the real instrumentation and SDK."""
 
@@ -33,7 +33,10 @@ from zenmetry._held import holding
 from zenmetry._processor import UnitProcessor
 from zenmetry._sampler import AlwaysRecordSampler
 from zenmetry._settings import Settings
-from zenmetry.integrations.psycopg import SCOPE, _Tracer
+from zenmetry.integrations._statements import StatementTracer
+from zenmetry.integrations.psycopg import SCOPE, upstream
+
+_Tracer = upstream().tracer
 
 TRACEPARENT = re.compile(r"traceparent='[^']*'")
 FAILED = {"http.request.method": "GET", "http.response.status_code": 500}
@@ -61,7 +64,7 @@ class Made:
     held: bool
     """Whether zenmetry's processor is the provider's only one: DB spans in a unit are held."""
 
-    def tracer(self, connection: Any, **options: Any) -> _Tracer:
+    def tracer(self, connection: Any, **options: Any) -> StatementTracer:
         """The cursor tracer zenmetry makes for ``connection`` (``Tracers``), on this provider."""
         integration = DatabaseApiIntegration(
             SCOPE,
@@ -124,7 +127,7 @@ def _fields(span: ReadableSpan) -> tuple[object, ...]:
     )
 
 
-def _both(tracer: _Tracer, cursor: Any, args: tuple[Any, ...]) -> None:
+def _both(tracer: StatementTracer, cursor: Any, args: tuple[Any, ...]) -> None:
     """The statement through the instrumentation's path, then through zenmetry's."""
     method = EXECUTE.__get__(cursor)
     for run in (

@@ -1,0 +1,86 @@
+"""Run the test project's pages and blocks in this process, instrumented one of two ways, and
+print each unit the processor finished: ``testing`` (``zenmetry.testing``: zenmetry's own Django
+middleware and psycopg tracing, lean spans) or ``harness`` (the instrumentations themselves on
+the SDK, as in production). ``test_testing_parity.py`` compares the two outputs.
+
+    python -m support.parity testing|harness
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from support.external_server import external_server
+
+PAGES = [
+    "/queries/3/",
+    "/orm/",
+    "/nplusone/",
+    "/cbv/",
+    "/decorated/2/",
+    "/api/v1/customers/2/",
+    "/boom/",  # an exception: a 500
+    "/no/such/page/",  # no route: a 404
+    "/stream/1/2/",  # streamed: the body's queries belong to the request
+    "/threads/2/",  # threads the view starts: their queries too
+    "/fanout/3/",  # a thread pool's
+    "/count/block/atomic/",
+    "/count/block/savepoints/",
+    "/count/block/update_or_create/",
+    "/count/block/iterator/",
+    "/count/block/transactions/",
+    "/count/block/empty_atomic/",
+    "/external/urllib/ok/?timeout=5",  # the first call of urllib: its instrumentation loads then
+    "/external/urllib/ok/",  # no timeout
+    "/external/requests/ok/?timeout=5",
+]
+
+
+def main(mode: str) -> None:
+    with external_server() as url:
+        os.environ["ZEN_TEST_EXTERNAL_URL"] = url
+        run(mode)
+
+
+def run(mode: str) -> None:
+    if mode == "testing":
+        from zenmetry import testing
+
+        processor = testing.start()
+    else:
+        from support import harness
+
+        processor = harness.instrument().processor
+        processor.keep_statements()
+    import django
+
+    django.setup()
+    from django.test import Client
+
+    from zencountapp.blocks import BLOCKS  # noqa: F401 - its content types, looked up before measuring
+    from zencountapp.views import block
+
+    block  # noqa: B018
+    from django.contrib.contenttypes.models import ContentType
+
+    from zencountapp.models import Shop
+
+    ContentType.objects.get_for_model(Shop)
+    finished: list[object] = []
+    processor.listeners.append(finished.append)
+    client = Client(raise_request_exception=False)
+    for page in PAGES:
+        response = client.get(page)
+        b"".join(response) if response.streaming else response.content
+        response.close()
+    for unit in finished:
+        figures = unit.figures  # type: ignore[attr-defined]
+        statements = [(s.system, s.text) for s in figures.statements or ()]
+        calls = [figures.external_calls, figures.no_timeout]
+        print(json.dumps([figures.kind, figures.name, dict(unit.point), figures.queries, statements, calls]))  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
