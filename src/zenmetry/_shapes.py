@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.machinery
+import importlib.metadata
 import importlib.util
 import re
 from collections.abc import Callable
@@ -117,6 +118,8 @@ class _Fingerprint(ctypes.Structure):
                 ("stderr_buffer", ctypes.c_char_p), ("error", ctypes.POINTER(_Error)))  # fmt: skip
 
 
+_RELEASES: Final = frozenset({"7", "8"})
+"""pglast's major releases whose extension holds libpg_query 17 (``PgQueryFingerprintResult`` as above)."""
 _KNOWN: Final = ("SELECT 1", "50fde20626009aba")
 """A statement and its fingerprint by libpg_query 17 (pglast 7 and 8), to check the call."""
 
@@ -125,6 +128,9 @@ def _libpg_query() -> Callable[[str], str | None] | None:
     """``pg_query_fingerprint`` from pglast's extension, without importing pglast; None if it
     cannot be found or does not give the known fingerprint."""
     try:
+        # The result's layout is read before it can be checked: only the releases it was read from.
+        if importlib.metadata.version("pglast").split(".")[0] not in _RELEASES:
+            return None
         spec = importlib.util.find_spec("pglast")
         folders = spec.submodule_search_locations if spec is not None else None
         found = [
@@ -137,7 +143,7 @@ def _libpg_query() -> Callable[[str], str | None] | None:
             return None
         library = ctypes.CDLL(str(found[0]))
         call, free = library.pg_query_fingerprint, library.pg_query_free_fingerprint_result
-    except (OSError, AttributeError, ImportError, ValueError):
+    except (OSError, AttributeError, ImportError, ValueError, importlib.metadata.PackageNotFoundError):
         return None
     call.argtypes, call.restype = (ctypes.c_char_p,), _Fingerprint
     free.argtypes, free.restype = (_Fingerprint,), None

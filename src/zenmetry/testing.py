@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import inspect
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import ContextDecorator
@@ -32,7 +33,7 @@ from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind
 
-from zenmetry import _guard, _late, _limits, _names, _state
+from zenmetry import _guard, _late, _limits, _memory, _names, _state
 from zenmetry._budgets import Budget
 from zenmetry._lean import LeanTracerProvider
 from zenmetry._limits import LIMITS, Limits
@@ -182,9 +183,13 @@ def _instrument(settings: Settings) -> UnitProcessor:
 class _FirstCall:
     """Load an instrumentation at the first call of one of the methods it instruments, then
     make that call through what the instrumentation made of the method. Until then each method
-    is wrapped by this; after, it is the instrumentation's (this wrapper stays only where
-    another library wrapped the method since, and then passes calls on). A call that arrives
-    while the instrumentation loads waits for it."""
+    is wrapped by this; after, it is the instrumentation's. A call that arrives while the
+    instrumentation loads waits for it. The time and memory the loading takes are not the open
+    units' (``UnitProcessor.discount``): at start, where it would otherwise run, no unit pays them.
+
+    Where another library wrapped one of the methods after this (nothing does before the
+    plugin starts, after Django's settings), that first call is the method's own, and every
+    later one goes through the instrumentation: calling theirs again would run it twice."""
 
     def __init__(self, load: Any, targets: tuple[tuple[str, str, str], ...]) -> None:
         self._load = load
@@ -192,18 +197,21 @@ class _FirstCall:
         self._lock = threading.RLock()  # the instrumentation may start a thread as it loads
         self._loading = self._loaded = False
         self._wrappers: dict[tuple[Any, str], Any] = {}
+        self._removed: set[tuple[Any, str]] = set()
 
     def install(self) -> None:
         for module, owner, name in self._targets:
             wrapt.when_imported(module)(functools.partial(self._wrap, owner, name))
 
     def _wrap(self, owner: str, name: str, module: Any) -> None:
-        if self._loading or self._loaded:
-            return
-        cls = getattr(module, owner)
-        wrapper = wrapt.FunctionWrapper(vars(cls)[name], functools.partial(self._first, cls, name))
-        setattr(cls, name, wrapper)
-        self._wrappers[cls, name] = wrapper
+        with self._lock:
+            if self._loading or self._loaded:
+                return
+            cls = getattr(module, owner)
+            wrapper = self._wrappers[cls, name] = wrapt.FunctionWrapper(
+                vars(cls)[name], functools.partial(self._first, cls, name)
+            )
+            setattr(cls, name, wrapper)
 
     def _first(self, cls: Any, name: str, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if not self._loaded:
@@ -212,18 +220,27 @@ class _FirstCall:
                     return wrapped(*args, **kwargs)  # made by the instrumentation as it loads
                 if not self._loaded:
                     self._loading = True
-                    try:
-                        for (owner, attribute), wrapper in self._wrappers.items():
-                            if vars(owner).get(attribute) is wrapper:
-                                setattr(owner, attribute, wrapper.__wrapped__)
-                        self._load()
-                    except Exception:  # noqa: BLE001
-                        _guard.swallow("loading an instrumentation at its first call")
-                    finally:
-                        self._loaded = True
-            if instance is not None and vars(cls).get(name) is not self._wrappers[cls, name]:
-                return getattr(cls, name)(instance, *args, **kwargs)
+                    self._load_now()
+        if instance is not None and (cls, name) in self._removed:
+            return getattr(cls, name)(instance, *args, **kwargs)  # what the instrumentation made of it
         return wrapped(*args, **kwargs)
+
+    def _load_now(self) -> None:
+        """Put the methods back (``_removed``: those whose wrapper this was) and load the instrumentation."""
+        started, rss = time.time_ns(), _memory.rss()
+        try:
+            for (owner, attribute), wrapper in self._wrappers.items():
+                if vars(owner).get(attribute) is wrapper:
+                    setattr(owner, attribute, wrapper.__wrapped__)
+                    self._removed.add((owner, attribute))
+            self._load()
+        except Exception:  # noqa: BLE001
+            _guard.swallow("loading an instrumentation at its first call")
+        finally:
+            self._loaded = True
+            processor = _recorder.processor or _state.processor()
+            if processor is not None:
+                processor.discount(time.time_ns() - started, max(_memory.rss() - rss, 0))
 
 
 def _measure_psycopg(tracer_provider: LeanTracerProvider, _module: Any) -> None:

@@ -1,13 +1,14 @@
 """Run the test project's pages and blocks in this process, instrumented one of two ways, and
 print each unit the processor finished: ``testing`` (``zenmetry.testing``: zenmetry's own Django
 middleware and psycopg tracing, lean spans) or ``harness`` (the instrumentations themselves on
-the SDK, as in production). ``test_testing_parity.py`` compares the two outputs.
+the SDK, as in production). ``test_testing.py`` compares the two outputs.
 
     python -m support.parity testing|harness
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -36,6 +37,8 @@ PAGES = [
     "/external/urllib/ok/",  # no timeout
     "/external/requests/ok/?timeout=5",
 ]
+ASGI_PAGES = ["/async/2/", "/queries/1/", "/no/such/page/"]
+"""Through Django's ASGI handler (its async test client), one after the other."""
 
 
 def main(mode: str) -> None:
@@ -57,17 +60,12 @@ def run(mode: str) -> None:
     import django
 
     django.setup()
-    from django.test import Client
-
-    from zencountapp.blocks import BLOCKS  # noqa: F401 - its content types, looked up before measuring
-    from zencountapp.views import block
-
-    block  # noqa: B018
     from django.contrib.contenttypes.models import ContentType
+    from django.test import AsyncClient, Client
 
     from zencountapp.models import Shop
 
-    ContentType.objects.get_for_model(Shop)
+    ContentType.objects.get_for_model(Shop)  # looked up once per process: before, not in a unit
     finished: list[object] = []
     processor.listeners.append(finished.append)
     client = Client(raise_request_exception=False)
@@ -75,6 +73,14 @@ def run(mode: str) -> None:
         response = client.get(page)
         b"".join(response) if response.streaming else response.content
         response.close()
+
+    async def through_asgi() -> None:
+        asgi = AsyncClient(raise_request_exception=False)
+        for page in ASGI_PAGES:
+            await asgi.get(page)
+
+    asyncio.run(through_asgi())
+    client.get(PAGES[0])  # and through WSGI again after it
     for unit in finished:
         figures = unit.figures  # type: ignore[attr-defined]
         statements = [(s.system, s.text) for s in figures.statements or ()]

@@ -65,7 +65,7 @@ class LeanStatements:
         return self if trace.get_current_span().is_recording() else None
 
     def execute(self, cursor: Any, method: Callable[..., T], args: Any, kwargs: Any) -> T:
-        span = self._start(cursor, args[0] if args else kwargs.get("query"))
+        span = self._start(cursor, args)
         if span is INVALID_SPAN:
             return method(*args, **kwargs)
         token = attach(set_value(_SPAN_KEY, span))
@@ -81,7 +81,7 @@ class LeanStatements:
             span.end()
 
     async def execute_async(self, cursor: Any, method: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-        span = self._start(cursor, args[0] if args else kwargs.get("query"))
+        span = self._start(cursor, args)
         if span is INVALID_SPAN:
             return await method(*args, **kwargs)
         token = attach(set_value(_SPAN_KEY, span))
@@ -96,14 +96,12 @@ class LeanStatements:
         finally:
             span.end()
 
-    def _start(self, cursor: Any, statement: Any) -> Any:
-        if statement.__class__ is not str and statement is not None:
-            try:  # psycopg's sql.Composable, as the instrumentation's get_statement reads it
-                statement = statement.as_string(cursor) if hasattr(statement, "as_string") else statement
-            except Exception:  # noqa: BLE001
-                statement = ""
+    def _start(self, cursor: Any, args: Any) -> Any:
+        statement = args[0] if args else ""  # as the instrumentation: a statement passed by keyword is none
+        if statement.__class__ is not str:
+            statement = _text(cursor, statement)
         return self._tracer.start_span(
-            self._system, kind=_CLIENT, attributes={DB_SYSTEM: self._system, DB_STATEMENT: statement or ""}
+            self._system, kind=_CLIENT, attributes={DB_SYSTEM: self._system, DB_STATEMENT: statement}
         )
 
     def command(self, target: Any, statement: str) -> Any:
@@ -133,6 +131,21 @@ def traced_here(scope: str) -> bool:
     if getattr(span, "_kind", None) is not _CLIENT:
         return True
     return getattr(getattr(span, "_instrumentation_scope", None), "name", None) != scope
+
+
+def _text(cursor: Any, statement: Any) -> str:
+    """A statement that is not a ``str``, as the instrumentation's ``get_statement`` reads it."""
+    try:
+        if isinstance(statement, bytes):
+            return statement.decode("utf8", "replace")
+        if hasattr(statement, "as_string"):  # psycopg's sql.Composable
+            return str(statement.as_string(cursor))
+        # Anything else (a template string, Python 3.14): the instrumentation's own reading.
+        from opentelemetry.instrumentation.dbapi import CursorTracer
+
+        return str(CursorTracer.get_statement(None, cursor, (statement,)))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - the driver raises its own error for it, as it would untraced
+        return ""
 
 
 def call_in_span(tracer: Statements, target: Any, statement: str, call: Callable[[], T]) -> T:

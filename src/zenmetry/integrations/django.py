@@ -352,11 +352,17 @@ class UnitMiddleware(MiddlewareMixin):  # type: ignore[misc]  # Django has no ty
     middleware and its imports were a fifth of what the plugin added to each test.
     """
 
+    # Sync only, as the instrumentation's middleware: under ASGI Django runs the whole of it in one
+    # thread and context (MiddlewareMixin's async path runs process_request and process_response
+    # in two copies of the context, where the span attached in one cannot be detached in the other).
+    sync_capable, async_capable = True, False
     tracer: trace.Tracer = trace.NoOpTracer()
     excluded: Any = None  # the instrumentation's excluded URLs, when the environment names some
 
     def process_request(self, request: Any) -> None:
-        if self.excluded is not None and self.excluded.url_disabled(request.build_absolute_uri("?")):
+        # As the instrumentation, which reads the URL first: a disallowed Host makes no unit.
+        url = request.build_absolute_uri("?") if self.excluded is not None else request.get_host()
+        if self.excluded is not None and self.excluded.url_disabled(url):
             return
         kind = SpanKind.SERVER if trace.get_current_span() is INVALID_SPAN else SpanKind.INTERNAL
         method = request.method if request.method in _METHODS else "_OTHER"
@@ -368,7 +374,7 @@ class UnitMiddleware(MiddlewareMixin):  # type: ignore[misc]  # Django has no ty
 
     def process_view(self, request: Any, view: Any, args: Any, kwargs: Any) -> None:
         span = request.META.get(_SPAN_KEY)
-        if span is None:
+        if span is None or not span.is_recording():
             return
         route = getattr(getattr(request, "resolver_match", None), "route", None)
         if route:

@@ -1,0 +1,134 @@
+"""``zenmetry.testing`` measures requests with its own Django middleware and psycopg tracing
+(lean spans, no instrumentation loaded), and loads the threading and urllib instrumentations at
+their first call: the units it finishes are the ones the instrumentations give in production,
+statement by statement (the test project's pages and count blocks, run in a process of each
+kind, ``support/parity.py``, against real PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+import types
+
+import wrapt
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+
+from support.processes import TESTS, project_env
+from zenmetry._processor import UnitProcessor
+from zenmetry.testing import _FirstCall
+
+SAVEPOINT_IDS = re.compile(r"\bs\d{5,}_x(\d+)\b")
+"""Django names a savepoint after its thread's id: the one part of a statement that differs
+between two processes."""
+
+
+def _units(mode: str, database: str) -> list[list[object]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "support.parity", mode],
+        env=project_env(ZEN_TEST_DB="postgresql", ZEN_TEST_PG_DB=database),
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(SAVEPOINT_IDS.sub(r"s_x\1", line)) for line in result.stdout.splitlines()]
+
+
+def test_the_test_suites_units_are_productions(postgres_db: str) -> None:
+    testing, harness = _units("testing", postgres_db), _units("harness", postgres_db)
+    assert testing == harness
+    # One unit per page, named by its route, with the status the client saw.
+    assert [(kind, name, point["http.response.status_code"]) for kind, name, point, *_ in testing] == [  # type: ignore[index]
+        ("http", "queries/<int:n>/", 200),
+        ("http", "orm/", 200),
+        ("http", "nplusone/", 200),
+        ("http", "cbv/", 200),
+        ("http", "decorated/<int:n>/", 200),
+        ("http", "api/v1/customers/<int:n>/", 200),
+        ("http", "boom/", 500),
+        ("http", "unmatched", 404),
+        ("http", "stream/<int:before>/<int:during>/", 200),
+        ("http", "threads/<int:n>/", 200),
+        ("http", "fanout/<int:n>/", 200),
+        *[("http", "count/block/<str:name>/", 200)] * 6,
+        *[("http", "external/<str:library>/<str:path>/", 200)] * 3,
+        ("http", "async/<int:n>/", 200),  # through ASGI
+        ("http", "queries/<int:n>/", 200),
+        ("http", "unmatched", 404),
+        ("http", "queries/<int:n>/", 200),  # through WSGI again
+    ]
+    # Queries counted: the view's, the streamed body's, the threads' and the driver's own round trips.
+    queries = [3, 21, 12, 1, 2, 2, 1, 0, 3, 2, 3, 3, 10, 10, 10, 18, 0, 0, 0, 0, 2, 1, 0, 3]
+    assert [unit[3] for unit in testing] == queries
+    # External calls, and those made without a timeout: urllib's first call loads its instrumentation.
+    assert [calls for *_, calls in testing[17:20]] == [[1, 0], [1, 1], [1, 0]]
+    assert testing[11][4] == [
+        ["postgresql", ""],  # BEGIN: a round trip of the driver's own, no statement shape
+        ["postgresql", 'INSERT INTO "zencountapp_shop" ("name") VALUES (?) RETURNING "zencountapp_shop"."id"'],
+        ["postgresql", ""],  # COMMIT
+    ]
+
+
+def _module_with_greeter(name: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    exec("class Greeter:\n    def greet(self, who):\n        return 'hello ' + who\n", module.__dict__)
+    sys.modules[name] = module
+    return module
+
+
+class TestFirstCall:
+    def test_the_first_call_loads_the_instrumentation_once_and_goes_through_it(self) -> None:
+        module = _module_with_greeter("zen_first_call_a")
+        loads = []
+
+        def load() -> None:  # an instrumentation: wraps the method it instruments
+            loads.append(module.Greeter.greet)
+            wrapt.wrap_function_wrapper(
+                module.Greeter, "greet", lambda wrapped, _, args, kw: "traced " + wrapped(*args)
+            )
+
+        _FirstCall(load, (("zen_first_call_a", "Greeter", "greet"),)).install()
+        assert isinstance(vars(module.Greeter)["greet"], wrapt.FunctionWrapper)  # waiting for its first call
+
+        class Polite(module.Greeter):  # type: ignore[name-defined,misc]
+            def greet(self, who: str) -> str:
+                return super().greet(who) + "!"
+
+        assert Polite().greet("a") == "traced hello a!"  # the first call, through the instrumentation
+        assert module.Greeter().greet("b") == "traced hello b"
+        assert Polite().greet("c") == "traced hello c!"
+        assert len(loads) == 1
+        assert not isinstance(loads[0], wrapt.FunctionWrapper)  # the method as it was, given back first
+
+    def test_a_failed_load_leaves_the_method_as_it_was(self, swallowed: list[logging.LogRecord]) -> None:
+        module = _module_with_greeter("zen_first_call_b")
+
+        def load() -> None:
+            raise RuntimeError("the instrumentation is broken")
+
+        _FirstCall(load, (("zen_first_call_b", "Greeter", "greet"),)).install()
+        assert module.Greeter().greet("a") == "hello a"
+        assert module.Greeter().greet("b") == "hello b"
+        assert not isinstance(vars(module.Greeter)["greet"], wrapt.FunctionWrapper)
+        assert len(swallowed) == 1
+        swallowed.clear()  # expected here: the guard reported it
+
+    def test_what_loading_took_is_not_the_open_units(self) -> None:
+        """``UnitProcessor.discount``, which the first call uses: the open units start later by
+        the time it took and with the memory it grew by."""
+        processor = UnitProcessor()
+        provider = TracerProvider()
+        provider.add_span_processor(processor)
+        span = provider.get_tracer("test").start_span("GET", kind=SpanKind.SERVER)
+        unit = processor.unit(span)
+        assert unit is not None
+        start_ns, rss_start = unit.start_ns, unit.rss_start
+        processor.discount(7_000_000, 11 * 2**20)
+        assert (unit.start_ns - start_ns, unit.rss_start - rss_start) == (7_000_000, 11 * 2**20)
+        span.end()
