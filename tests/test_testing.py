@@ -19,7 +19,9 @@ from opentelemetry.trace import SpanKind
 
 from support.processes import TESTS, project_env
 from zenmetry._processor import UnitProcessor
-from zenmetry.testing import _FirstCall
+
+# zenmetry.testing is imported inside the tests that use it: imported by a test module, the
+# plugin would instrument this process with it before the first test (as it does a user's).
 
 SAVEPOINT_IDS = re.compile(r"\bs\d{5,}_x(\d+)\b")
 """Django names a savepoint after its thread's id: the one part of a statement that differs
@@ -50,6 +52,7 @@ def test_the_test_suites_units_are_productions(postgres_db: str) -> None:
         ("http", "nplusone/", 200),
         ("http", "cbv/", 200),
         ("http", "decorated/<int:n>/", 200),
+        ("http", "decorated/<int:n>/", 200),
         ("http", "api/v1/customers/<int:n>/", 200),
         ("http", "boom/", 500),
         ("http", "unmatched", 404),
@@ -64,11 +67,14 @@ def test_the_test_suites_units_are_productions(postgres_db: str) -> None:
         ("http", "queries/<int:n>/", 200),  # through WSGI again
     ]
     # Queries counted: the view's, the streamed body's, the threads' and the driver's own round trips.
-    queries = [3, 21, 12, 1, 2, 2, 1, 0, 3, 2, 3, 3, 10, 10, 10, 18, 0, 0, 0, 0, 2, 1, 0, 3]
+    queries = [3, 21, 12, 1, 2, 3, 2, 1, 0, 3, 2, 3, 3, 10, 10, 10, 18, 0, 0, 0, 0, 2, 1, 0, 3]
     assert [unit[3] for unit in testing] == queries
     # External calls, and those made without a timeout: urllib's first call loads its instrumentation.
-    assert [calls for *_, calls in testing[17:20]] == [[1, 0], [1, 1], [1, 0]]
-    assert testing[11][4] == [
+    assert [unit[5] for unit in testing[18:21]] == [[1, 0], [1, 1], [1, 0]]
+    # The largest repetition, and the limits breached (the default budget; @budget(queries=2)).
+    checked = [[3, []], [2, []], [12, ["repeated_queries"]], [1, []], [2, []], [3, ["queries"]]]
+    assert [unit[6] for unit in testing[:6]] == checked
+    assert testing[12][4] == [
         ["postgresql", ""],  # BEGIN: a round trip of the driver's own, no statement shape
         ["postgresql", 'INSERT INTO "zencountapp_shop" ("name") VALUES (?) RETURNING "zencountapp_shop"."id"'],
         ["postgresql", ""],  # COMMIT
@@ -93,6 +99,8 @@ class TestFirstCall:
                 module.Greeter, "greet", lambda wrapped, _, args, kw: "traced " + wrapped(*args)
             )
 
+        from zenmetry.testing import _FirstCall
+
         _FirstCall(load, (("zen_first_call_a", "Greeter", "greet"),)).install()
         assert isinstance(vars(module.Greeter)["greet"], wrapt.FunctionWrapper)  # waiting for its first call
 
@@ -111,6 +119,8 @@ class TestFirstCall:
 
         def load() -> None:
             raise RuntimeError("the instrumentation is broken")
+
+        from zenmetry.testing import _FirstCall
 
         _FirstCall(load, (("zen_first_call_b", "Greeter", "greet"),)).install()
         assert module.Greeter().greet("a") == "hello a"

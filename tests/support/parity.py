@@ -21,6 +21,7 @@ PAGES = [
     "/nplusone/",
     "/cbv/",
     "/decorated/2/",
+    "/decorated/3/",  # over its @budget(queries=2)
     "/api/v1/customers/2/",
     "/boom/",  # an exception: a 500
     "/no/such/page/",  # no route: a 404
@@ -85,7 +86,8 @@ def run(mode: str) -> None:
         figures = unit.figures  # type: ignore[attr-defined]
         statements = [(s.system, s.text) for s in figures.statements or ()]
         calls = [figures.external_calls, figures.no_timeout]
-        print(json.dumps([figures.kind, figures.name, dict(unit.point), figures.queries, statements, calls]))  # type: ignore[attr-defined]
+        checked = [figures.repeated_max, sorted(b.limit for b in unit.breaches)]  # type: ignore[attr-defined]
+        print(json.dumps([figures.kind, figures.name, dict(unit.point), figures.queries, statements, calls, checked]))  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":
