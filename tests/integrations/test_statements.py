@@ -30,9 +30,13 @@ from psycopg import sql
 
 from zenmetry import _state
 from zenmetry._held import holding
+from zenmetry._lean import LeanTracerProvider
 from zenmetry._processor import UnitProcessor
 from zenmetry._sampler import AlwaysRecordSampler
 from zenmetry._settings import Settings
+from zenmetry._shapes import sql_shape
+from zenmetry._units import FinishedUnit
+from zenmetry.integrations._dbapi import LeanStatements
 from zenmetry.integrations._statements import StatementTracer
 from zenmetry.integrations.psycopg import SCOPE, upstream
 
@@ -237,3 +241,76 @@ class TestStatementTracer:
         with connection.cursor() as cursor:
             upstream, zenmetry = made.in_failed_unit(lambda: _both(tracer, cursor, ('SELECT %s::int AS "n"', [1])))
         assert _fields(zenmetry) == _fields(upstream)
+
+
+class TestLeanStatements:
+    """The test suite's statement spans (``zenmetry.testing``): what the unit processor reads of
+    them is what it reads of the instrumentation's, on real PostgreSQL."""
+
+    @pytest.fixture
+    def lean(self, monkeypatch: pytest.MonkeyPatch) -> tuple[LeanTracerProvider, UnitProcessor]:
+        processor = UnitProcessor(keep_statements=True, record_metrics=False, write_figures=False)
+        provider = LeanTracerProvider()
+        provider.add_span_processor(processor)
+        monkeypatch.setattr(_state.state, "processor", processor)
+        return provider, processor
+
+    def _unit(self, provider: LeanTracerProvider, processor: UnitProcessor, run: Callable[[], object]) -> FinishedUnit:
+        finished: list[FinishedUnit] = []
+        processor.listeners.append(finished.append)
+        with provider.get_tracer("tests").start_as_current_span("GET /", kind=SpanKind.SERVER) as unit:
+            run()
+            processor.finish(unit, "/", {})
+        (found,) = finished
+        return found
+
+    def test_the_statements_are_the_instrumentations(
+        self, made: Made, lean: tuple[LeanTracerProvider, UnitProcessor], connection: psycopg.Connection[Any]
+    ) -> None:
+        provider, processor = lean
+        statements = LeanStatements(provider, SCOPE, "postgresql")
+        upstream_tracer = made.tracer(connection)
+        cursor = connection.cursor()
+        method = EXECUTE.__get__(cursor)
+
+        def run() -> None:
+            for args in STATEMENTS.values():
+                with contextlib.suppress(psycopg.errors.DivisionByZero):
+                    statements.execute(cursor, method, args, {})
+            statements.execute(cursor, method, (), {"query": "SELECT 5"})  # by keyword: no statement, as upstream
+
+        unit = self._unit(provider, processor, run)
+        expected = [upstream_tracer.get_statement(cursor, args) for args in STATEMENTS.values()]
+        assert [s.text for s in unit.figures.statements or ()] == [
+            sql_shape(text, "postgresql")[1] for text in expected
+        ] + [""]
+        assert expected[1] == "SELECT 2::int"  # the composed statement, as its text
+        assert unit.figures.queries == len(STATEMENTS) + 1
+
+    def test_async_statements_and_commands(
+        self, lean: tuple[LeanTracerProvider, UnitProcessor], postgres_db: str
+    ) -> None:
+        provider, processor = lean
+        statements = LeanStatements(provider, SCOPE, "postgresql")
+
+        async def work() -> None:
+            async with await psycopg.AsyncConnection.connect(
+                host="127.0.0.1", user="postgres", dbname=postgres_db, autocommit=True
+            ) as connection:
+                cursor = connection.cursor()
+                await statements.execute_async(cursor, EXECUTE_ASYNC.__get__(cursor), ("SELECT 1",), {})
+                with pytest.raises(psycopg.errors.DivisionByZero):
+                    await statements.execute_async(cursor, EXECUTE_ASYNC.__get__(cursor), ("SELECT 1 / 0",), {})
+                span = statements.command(connection, "COMMIT")
+                span.end()
+
+        unit = self._unit(provider, processor, lambda: asyncio.run(work()))
+        assert [(s.system, s.text) for s in unit.figures.statements or ()] == [
+            ("postgresql", "SELECT ?"),
+            ("postgresql", "SELECT ? / ?"),
+            ("postgresql", ""),  # a round trip of the driver's own: no statement shape
+        ]
+
+    def test_outside_a_unit_nothing_is_traced(self, lean: tuple[LeanTracerProvider, UnitProcessor]) -> None:
+        provider, _ = lean
+        assert LeanStatements(provider, SCOPE, "postgresql")(object()) is None
