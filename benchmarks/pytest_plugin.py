@@ -199,6 +199,14 @@ def measure(suite: str, tests: str, rounds: int, instructions: bool = False) -> 
             f"  snapshots add {100 * more_cpu:.1f} % more CPU time ({100 * more_wall:.1f} % wall time)"
             " of the run without the plugin; target: at most 3 %"
         )
+        # Each round's own ratios: the three runs of a round meet the same load on this machine.
+        plugin = [z / w - 1 for z, w in zip(cpu["--zenmetry"], cpu["without"], strict=True)]
+        snaps = [(s - z) / w for s, z, w in zip(cpu["+ snapshots"], cpu["--zenmetry"], cpu["without"], strict=True)]
+        print(
+            f"  by round (median, min-max): the plugin {100 * statistics.median(plugin):.1f} %"
+            f" ({100 * min(plugin):.1f} to {100 * max(plugin):.1f}), snapshots {100 * statistics.median(snaps):.1f} %"
+            f" more ({100 * min(snaps):.1f} to {100 * max(snaps):.1f})"
+        )
         if instructions:
             counted = {label: count_instructions(root, env, *extra) for label, extra in modes.items()}
             base = counted["without"]
