@@ -49,6 +49,37 @@ def failed(span: Any, error: Exception) -> None:
         span.set_status(Status(status_code=StatusCode.ERROR, description=f"{type(error).__name__}: {error}"))
 
 
+def run_in_span(span: Any, method: Callable[..., T], args: Any, kwargs: Any) -> T:
+    """``method(*args, **kwargs)`` with ``span`` current, then ``span`` ended: what
+    ``start_as_current_span`` does, without its generator-based context managers."""
+    token = attach(set_value(_SPAN_KEY, span))
+    try:
+        try:
+            return method(*args, **kwargs)
+        finally:
+            detach(token)
+    except Exception as error:
+        failed(span, error)
+        raise
+    finally:
+        span.end()
+
+
+async def run_in_span_async(span: Any, method: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """``run_in_span`` for a coroutine method."""
+    token = attach(set_value(_SPAN_KEY, span))
+    try:
+        try:
+            return await method(*args, **kwargs)
+        finally:
+            detach(token)
+    except Exception as error:
+        failed(span, error)
+        raise
+    finally:
+        span.end()
+
+
 class LeanStatements:
     """A test suite's statement spans (``zenmetry.testing``): the unit processor reads a DB
     span's system, statement, times and parent, and nothing in a test reads the rest (the name,
@@ -68,33 +99,13 @@ class LeanStatements:
         span = self._start(cursor, args)
         if span is INVALID_SPAN:
             return method(*args, **kwargs)
-        token = attach(set_value(_SPAN_KEY, span))
-        try:
-            try:
-                return method(*args, **kwargs)
-            finally:
-                detach(token)
-        except Exception as error:
-            failed(span, error)
-            raise
-        finally:
-            span.end()
+        return run_in_span(span, method, args, kwargs)
 
     async def execute_async(self, cursor: Any, method: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         span = self._start(cursor, args)
         if span is INVALID_SPAN:
             return await method(*args, **kwargs)
-        token = attach(set_value(_SPAN_KEY, span))
-        try:
-            try:
-                return await method(*args, **kwargs)
-            finally:
-                detach(token)
-        except Exception as error:
-            failed(span, error)
-            raise
-        finally:
-            span.end()
+        return await run_in_span_async(span, method, args, kwargs)
 
     def _start(self, cursor: Any, args: Any) -> Any:
         statement = args[0] if args else ""  # as the instrumentation: a statement passed by keyword is none
@@ -167,9 +178,7 @@ def spanned(
     try:
         return (yield from generator)
     except Exception as error:
-        # As start_as_current_span does for the instrumentation's own spans.
-        span.record_exception(error)
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        failed(span, error)  # as start_as_current_span does for the instrumentation's own spans
         raise
     finally:
         span.end()

@@ -12,17 +12,15 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from opentelemetry.context import attach, detach, set_value
 from opentelemetry.instrumentation._semconv import _report_new, _set_db_name, _set_db_statement, _set_db_system
 from opentelemetry.instrumentation.dbapi import CursorTracer, DatabaseApiIntegration
 from opentelemetry.sdk.trace import Tracer
 from opentelemetry.trace import SpanKind
-from opentelemetry.trace.propagation import _SPAN_KEY
 
 from zenmetry import _guard, _state
 from zenmetry._held import HeldSpan, HoldingTracer, holding
 from zenmetry._shapes import NO_SHAPE
-from zenmetry.integrations._dbapi import failed
+from zenmetry.integrations._dbapi import run_in_span, run_in_span_async
 
 T = TypeVar("T")
 _CLIENT: Final = SpanKind.CLIENT
@@ -61,36 +59,14 @@ class StatementTracer(CursorTracer[Any]):
         lean = self._lean
         if lean is None:
             return self.traced_execution(cursor, method, *args, **kwargs)  # type: ignore[no-any-return]
-        span = self._start(cursor, args, lean)
-        token = attach(set_value(_SPAN_KEY, span))
-        try:
-            try:
-                return method(*args, **kwargs)
-            finally:
-                detach(token)
-        except Exception as error:
-            failed(span, error)
-            raise
-        finally:
-            span.end()
+        return run_in_span(self._start(cursor, args, lean), method, args, kwargs)
 
     async def execute_async(self, cursor: Any, method: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         """``await method(*args, **kwargs)``, an async cursor's statement, inside its DB span."""
         lean = self._lean
         if lean is None:
             return await self.traced_execution_async(cursor, method, *args, **kwargs)
-        span = self._start(cursor, args, lean)
-        token = attach(set_value(_SPAN_KEY, span))
-        try:
-            try:
-                return await method(*args, **kwargs)
-            finally:
-                detach(token)
-        except Exception as error:
-            failed(span, error)
-            raise
-        finally:
-            span.end()
+        return await run_in_span_async(self._start(cursor, args, lean), method, args, kwargs)
 
     def _start(self, cursor: Any, args: Any, lean: tuple[dict[str, Any], tuple[str, ...]]) -> Any:
         """The statement's span, started, with the name and attributes ``traced_execution`` gives it."""
