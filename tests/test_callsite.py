@@ -10,7 +10,7 @@ from django.test import Client
 
 from support.budgets import write
 from support.harness import Harness
-from support.source import TASKS, TEMPLATES, VIEWS, line_of, site
+from support.source import MODELS, TASKS, TEMPLATES, VIEWS, line_of, site
 from zenmetry import _callsite
 from zenmetry._budgets import Budgets
 from zenmetry._settings import Settings
@@ -69,6 +69,21 @@ class TestRepeatedQueries:
             **site(VIEWS, 'return render(request, "zentestapp/orders.html"', "template_n_plus_one"),
             "zen.template.name": "zentestapp/orders.html",
             "zen.template.line": line_of(TEMPLATES / "orders.html", "customer.order_set.count"),
+        }
+
+    def test_a_model_method_a_template_calls_names_the_method_line_and_the_template_line(self, zen: Harness) -> None:
+        """The N+1 is made in application code the template calls: the method's line, and the
+        template line that called it."""
+        Client().get("/template-method-nplusone/")
+        (event,) = events(zen, "zen.db.repeated_query")
+        assert event == {
+            "zen.statement.fingerprint": 'SELECT COUNT(*) AS "__count" FROM "zentestapp_order" '
+            'WHERE "zentestapp_order"."customer_id" = ?',
+            "zen.count": 12,
+            "db.system": "postgresql",
+            **site(MODELS, "return self.order_set.count()", "Customer.orders"),
+            "zen.template.name": "zentestapp/orders_by_method.html",
+            "zen.template.line": line_of(TEMPLATES / "orders_by_method.html", "customer.orders"),
         }
 
     def test_the_call_that_crossed_the_limit_is_the_one_named(self, zen: Harness, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from zenmetry._processor import CELERY_SCOPE, UnitProcessor
 from zenmetry._sampler import AlwaysRecordSampler
 from zenmetry._settings import Settings
-from zenmetry._shapes import NO_SHAPE
+from zenmetry._shapes import round_trip
 
 GET = {"http.request.method": "GET", "http.response.status_code": 200}
 
@@ -267,6 +267,7 @@ class TestFiguresOnTheSpan:
         "zen.unit.kind": "http",
         "zen.unit.name": "r/",
         "zen.db.queries": 2,
+        "zen.db.round_trips": 2,
         "zen.db.repeated_max": 2,
         "zen.external.calls": 0,
         "zen.external.no_timeout": 0,
@@ -305,7 +306,7 @@ class TestFiguresOnTheSpan:
             "zen.db.postgresql.duration_ms",
             "after",
         ]
-        assert unit.dropped_attributes == 18 - 4  # the route, 16 figures and one more
+        assert unit.dropped_attributes == 19 - 4  # the route, 17 figures and one more
 
     def test_a_length_limit_cuts_strings_as_the_sdk_does(self) -> None:
         unit = self.finished(SpanLimits(max_attribute_length=3))
@@ -347,17 +348,19 @@ class TestSampling:
 
 
 class TestShapes:
-    def test_a_cursors_next_batches_are_calls_but_not_repeated_statements(self, setup: Setup) -> None:
-        """One MongoDB query read in 7 batches: 7 DB calls, no N+1."""
+    def test_a_cursors_next_batches_are_round_trips_of_one_query(self, setup: Setup) -> None:
+        """One MongoDB query read in 7 batches: 1 query, 7 round trips, no N+1."""
         with setup.tracer.start_as_current_span("GET /m", kind=SpanKind.SERVER) as unit:
-            for name, shape in [("find", ("products.find {}", "products.find {}"))] + [("getMore", NO_SHAPE)] * 6:
+            batch = round_trip("getMore")
+            for name, shape in [("find", ("products.find {}", "products.find {}"))] + [("getMore", batch)] * 6:
                 with setup.tracer.start_as_current_span(
                     name, kind=SpanKind.CLIENT, attributes={"db.system": "mongodb", "db.statement": name}
                 ) as call:
                     setup.processor.note_shape(call, shape)
             setup.processor.finish(unit, "m/", GET)
         attributes = setup.spans()["GET /m"].attributes
-        assert (attributes["zen.db.mongodb.queries"], attributes["zen.db.repeated_max"]) == (7, 1)
+        assert (attributes["zen.db.mongodb.queries"], attributes["zen.db.repeated_max"]) == (1, 1)
+        assert (attributes["zen.db.queries"], attributes["zen.db.round_trips"]) == (1, 7)
         assert "zen.budget.breached" not in attributes
 
 

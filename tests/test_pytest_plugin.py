@@ -170,7 +170,7 @@ class TestGlobalMode:
                 "http GET nplusone/  (budget: http)",
                 "  13 > 10  queries",
                 f"  12 > 5  repeated_queries  at ttp/views.py:{NPLUSONE_LINE} nplusone",
-                "  statements, in order of first execution (count, total time):",
+                "  queries, in order of first execution (count, total time):",
                 '       1x * ms  postgresql SELECT "ttp_customer"."id", "ttp_customer"."name" FROM "ttp_customer" ORDER BY "ttp_customer"."id" ASC',
                 '      12x * ms  postgresql SELECT "ttp_customer"."id", "ttp_customer"."name" FROM "ttp_customer" WHERE "ttp_customer"."id" = ? LIMIT ?'
                 f"  <- repeated at ttp/views.py:{NPLUSONE_LINE} nplusone",
@@ -178,7 +178,7 @@ class TestGlobalMode:
                 "zenmetry: 1 unit over budget",
                 "task ttp.tasks.three  (budget: task)",
                 "  3 > 2  queries",
-                "  statements, in order of first execution (count, total time):",
+                "  queries, in order of first execution (count, total time):",
                 '       3x * ms  postgresql SELECT COUNT(*) AS "__count" FROM "ttp_customer"  <- repeated',
             ],
             consecutive=False,
@@ -200,15 +200,82 @@ class TestGlobalMode:
         result.stdout.fnmatch_lines(
             [
                 "*zenmetry: units by route and task, heaviest (most queries) first, then slowest*",
-                "kind  name *units  queries p50  max  db ms max  mem MiB max  ext max  ms max  breaches",
+                "kind  name *units  queries p50  max  round trips max  db ms max  mem MiB max  ext max  ms max  breaches",
             ]
         )
         rows = [re.split(r"\s{2,}", line) for line in result.stdout.lines if line.startswith(("http ", "task "))]
-        assert [(row[0], row[1], row[2], row[3], row[4], row[7], row[9]) for row in rows] == [
-            ("http", "nplusone/", "2", "13", "13", "0", "queries, repeated_queries"),
-            ("task", "ttp.tasks.three", "1", "3", "3", "0", "queries"),
-            ("http", "one/", "2", "1", "1", "0", "-"),
+        assert [(row[0], row[1], row[2], row[3], row[4], row[5], row[8], row[10]) for row in rows] == [
+            ("http", "nplusone/", "2", "13", "13", "13", "0", "queries, repeated_queries"),
+            ("task", "ttp.tasks.three", "1", "3", "3", "3", "0", "queries"),
+            ("http", "one/", "2", "1", "1", "1", "0", "-"),
         ]
+
+
+AS_DJANGO_COUNTS = """
+import pytest
+from ttp.models import Customer
+from zenmetry.testing import assert_budget
+
+def _three():
+    Customer.objects.create(name="a")
+    Customer.objects.filter(name="a").count()
+    Customer.objects.filter(name="a").exists()
+
+@pytest.mark.django_db
+def test_three_within_three():
+    with assert_budget(queries=3):
+        _three()
+
+@pytest.mark.django_db
+def test_four_over_three():
+    with assert_budget(queries=3):
+        _three()
+        Customer.objects.count()
+
+def test_a_request_within_its_route_budget(client, db):
+    assert client.get("/one/").status_code == 200
+"""
+
+UNITTEST_AS_DJANGO_COUNTS = """
+from django.test import TestCase
+from ttp.models import Customer
+from zenmetry.testing import assert_budget
+
+class Counted(TestCase):
+    def test_three_within_three(self):
+        with assert_budget(queries=3), self.assertNumQueries(3):
+            Customer.objects.create(name="a")
+            Customer.objects.filter(name="a").count()
+            Customer.objects.filter(name="a").exists()
+"""
+
+
+class TestAsDjangoCounts:
+    """A test's own transaction adds nothing to the units inside it: the ``BEGIN`` psycopg sends
+    with the test's first statement is a round trip, not a query."""
+
+    @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+    def test_the_first_statements_of_a_test_count_as_in_production(self, project: pytest.Pytester, driver: str) -> None:
+        if driver == "psycopg2":  # Django prefers psycopg 3 when both are installed: hide it
+            settings = project.path / "ttp" / "settings.py"
+            settings.write_text('import sys\nsys.modules["psycopg"] = None\n' + settings.read_text())
+        (project.path / "zenmetry.toml").write_text('[http."one/"]\nqueries = 1\n')
+        project.makepyfile(test_counts=AS_DJANGO_COUNTS, test_unittest_counts=UNITTEST_AS_DJANGO_COUNTS)
+        result = project.runpytest_subprocess("test_counts.py", "test_unittest_counts.py", "--zenmetry", *NO_FLAGS)
+        result.assert_outcomes(passed=3, failed=1)
+        result.stdout.fnmatch_lines(
+            [
+                "E       AssertionError: zenmetry: 1 unit over budget",
+                "E       assert_budget block at */test_counts.py:17  (budget: assert_budget)",
+                "E         4 > 3  queries",
+                "E         queries 4 (5 round trips)",
+                "E         queries, in order of first execution (count, total time):",
+                "E         and the driver's own round trips:",
+                "E         *1x * ms  postgresql BEGIN",
+            ],
+            consecutive=False,
+        )
+        result.stdout.fnmatch_lines(["FAILED test_counts.py::test_four_over_three - AssertionError: *"])
 
 
 class TestLocalAssertions:
@@ -272,7 +339,7 @@ class TestLocalAssertions:
             [
                 "E       assert_budget block at */test_where.py:7  (budget: assert_budget)",
                 "E         6* ms > 500.0 ms  slow_query_ms  at test_where.py:8 test_slow",
-                "E         statements, in order of first execution (count, total time):",
+                "E         queries, in order of first execution (count, total time):",
                 "E              1x    6* ms  postgresql SELECT pg_sleep(?)  <- slow (6* ms) at test_where.py:8 test_slow",
                 "E       assert_budget block at */test_where.py:11  (budget: assert_budget)",
                 "E         4*.* MiB > 10.0 MiB  memory_mb",
@@ -402,14 +469,13 @@ test_parametrized[2]
 
 test_save
   http save/
-    1x postgresql (no statement)
     1x postgresql SAVEPOINT ?
     1x postgresql INSERT INTO "ttp_customer" ("name") VALUES (?) RETURNING "ttp_customer"."id"
     1x postgresql RELEASE SAVEPOINT ?
 """
-"""What the first run records: sections sorted by test name, no time, id, port or path. The view's
-first statement opens the test's transaction: psycopg's ``BEGIN`` is a round trip of the unit,
-with no statement shape (round trips that repeat by design have none)."""
+"""What the first run records: sections sorted by test name, no time, id, port or path; a unit's
+queries as Django counts them. The view's first statement opens the test's transaction: psycopg's
+``BEGIN`` is a round trip of the unit, not a query, and not in the snapshot."""
 
 N_PLUS_ONE_IN_ONE = """
 def one(request):
@@ -444,7 +510,7 @@ class TestSnapshots:
                 "recorded          test_snap.py::test_one_query  (units 1, queries 1)",
                 "recorded          test_snap.py::test_parametrized[1]  (units 1, queries 1)",
                 "recorded          test_snap.py::test_parametrized[2]  (units 2, queries 2)",
-                "recorded          test_snap.py::test_save  (units 1, queries 4)",
+                "recorded          test_snap.py::test_save  (units 1, queries 3)",
                 "7 recorded; tests with a snapshot: units 0 -> 0, queries 0 -> 0",
                 "written: test_snap.zenmetry",
             ]
@@ -455,7 +521,7 @@ class TestSnapshots:
         result = snapshotted.runpytest_subprocess("test_snap.py", "--zenmetry-snapshot-strict", *NO_FLAGS[:2])
         result.assert_outcomes(passed=8)
         assert _snapshot_file(snapshotted) == RECORDED
-        result.stdout.fnmatch_lines(["7 same; tests with a snapshot: units 9 -> 9, queries 25 -> 25"])
+        result.stdout.fnmatch_lines(["7 same; tests with a snapshot: units 9 -> 9, queries 24 -> 24"])
         assert "written:" not in result.stdout.str()
 
     def test_an_n_plus_one_fails_its_test_with_the_diff_until_updated(self, snapshotted: pytest.Pytester) -> None:
@@ -493,7 +559,7 @@ class TestSnapshots:
                 "changed (failed)  test_snap.py::test_one_query  (units 1 -> 1, queries 1 -> 15)",
                 "changed (failed)  test_snap.py::test_parametrized[1]  (units 1 -> 1, queries 1 -> 15)",
                 "changed (failed)  test_snap.py::test_parametrized[2]  (units 2 -> 2, queries 2 -> 30)",
-                "2 same, 5 changed; tests with a snapshot: units 9 -> 9, queries 25 -> 83",
+                "2 same, 5 changed; tests with a snapshot: units 9 -> 9, queries 24 -> 82",
             ]
         )
         assert _snapshot_file(snapshotted) == RECORDED  # a failing comparison writes nothing
@@ -503,7 +569,7 @@ class TestSnapshots:
         result.stdout.fnmatch_lines(
             [
                 "updated           test_snap.py::test_n_plus_one  (units 1 -> 1, queries 13 -> 14)",
-                "2 same, 5 updated; tests with a snapshot: units 9 -> 9, queries 25 -> 83",
+                "2 same, 5 updated; tests with a snapshot: units 9 -> 9, queries 24 -> 82",
                 "written: test_snap.zenmetry",
             ]
         )

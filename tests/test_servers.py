@@ -3,6 +3,7 @@ gunicorn (sync and gthread workers), ``runserver --noreload`` and uvicorn (ASGI)
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import sys
@@ -36,6 +37,23 @@ class TestGunicorn:
         assert receiver.total("zen.unit.db.queries", zen__unit__name="mixed/", db__system="mongodb").sum == 3
         assert receiver.total("zen.unit.db.queries", zen__unit__name="mixed/", db__system="all").sum == 10
         assert "Traceback" not in output
+
+    @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+    def test_queries_are_what_django_counts_in_production(self, receiver: Receiver, driver: str) -> None:
+        """Under gunicorn (autocommit, no test transaction) each block's unit counts the
+        statements Django's own CaptureQueriesContext captured in the same request, as the test
+        client's units do (test_django_count.py)."""
+        server = gunicorn(receiver, "--workers", "1", ZEN_TEST_PG_DRIVER=driver)
+        blocks = ("atomic", "savepoints", "iterator", "empty_atomic", "update_or_create")
+        captured = {}
+        for block in blocks:
+            status, body = server.get(f"/count/block/{block}/")
+            assert status == 200, body
+            captured[block] = len(json.loads(body)["django"])
+        server.stop()
+        receiver.wait(lambda r: len(r.units()) == len(blocks))
+        counted = [unit.attributes["zen.db.queries"] for unit in sorted(receiver.units(), key=lambda u: u.start_ns)]
+        assert counted == [captured[block] for block in blocks] == [3, 10, 5, 2, 10]
 
     def test_concurrent_requests_on_threads_never_mix_their_figures(self, receiver: Receiver) -> None:
         """8 threads serve 200 concurrent requests of 0 to 9 queries: each unit exact, totals exact."""
@@ -76,7 +94,9 @@ class TestGunicorn:
         server.stop()
         receiver.wait(lambda r: len(r.units()) == 2)
         by_name = {unit.attributes["zen.unit.name"]: unit for unit in receiver.units()}
-        assert by_name["orm/"].attributes["zen.db.postgresql.queries"] == 21
+        # Django's 11 statements, 3 BEGIN and 3 COMMIT; the 21 round trips are the DB spans.
+        assert by_name["orm/"].attributes["zen.db.postgresql.queries"] == 17
+        assert by_name["orm/"].attributes["zen.db.round_trips"] == 21
         assert by_name["queries/<int:n>/"].attributes["zen.db.postgresql.queries"] == 5
         client_spans = [
             s for s in receiver.spans() if s.kind == "CLIENT" and s.parent_span_id == by_name["orm/"].span_id

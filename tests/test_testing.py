@@ -66,18 +66,25 @@ def test_the_test_suites_units_are_productions(postgres_db: str) -> None:
         ("http", "unmatched", 404),
         ("http", "queries/<int:n>/", 200),  # through WSGI again
     ]
-    # Queries counted: the view's, the streamed body's, the threads' and the driver's own round trips.
-    queries = [3, 21, 12, 1, 2, 3, 2, 1, 0, 3, 2, 3, 3, 10, 10, 10, 18, 0, 0, 0, 0, 2, 1, 0, 3]
-    assert [unit[3] for unit in testing] == queries
+    # Queries as Django counts them (the view's, the streamed body's, the threads'), then round
+    # trips: the server-side cursors' DESCRIBE, FETCH and CLOSE, the driver's BEGIN and COMMIT for
+    # Django's, and none for an empty atomic() Django logs as BEGIN and COMMIT.
+    queries = [3, 17, 12, 1, 2, 3, 2, 1, 0, 3, 2, 3, 3, 10, 10, 5, 18, 2, 0, 0, 0, 2, 1, 0, 3]
+    round_trips = [3, 22, 12, 1, 2, 3, 2, 1, 0, 3, 2, 3, 3, 10, 10, 11, 18, 0, 0, 0, 0, 2, 1, 0, 3]
+    assert [unit[3] for unit in testing] == [list(pair) for pair in zip(queries, round_trips, strict=True)]
     # External calls, and those made without a timeout: urllib's first call loads its instrumentation.
     assert [unit[5] for unit in testing[18:21]] == [[1, 0], [1, 1], [1, 0]]
     # The largest repetition, and the limits breached (the default budget; @budget(queries=2)).
     checked = [[3, []], [2, []], [12, ["repeated_queries"]], [1, []], [2, []], [3, ["queries"]]]
     assert [unit[6] for unit in testing[:6]] == checked
+    # q: a query, r: a round trip. Django logs BEGIN as atomic() opens; the driver sends it with
+    # the first statement; COMMIT is both, named by its command.
     assert testing[12][4] == [
-        ["postgresql", ""],  # BEGIN: a round trip of the driver's own, no statement shape
-        ["postgresql", 'INSERT INTO "zencountapp_shop" ("name") VALUES (?) RETURNING "zencountapp_shop"."id"'],
-        ["postgresql", ""],  # COMMIT
+        ["postgresql", "BEGIN", "q"],
+        ["postgresql", "BEGIN", "r"],
+        ["postgresql", 'INSERT INTO "zencountapp_shop" ("name") VALUES (?) RETURNING "zencountapp_shop"."id"', "qr"],
+        ["postgresql", "COMMIT", "q"],
+        ["postgresql", "COMMIT", "r"],
     ]
 
 

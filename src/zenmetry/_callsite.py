@@ -3,7 +3,9 @@ crossed a limit (it is still on the stack then).
 
 The innermost frame that is not the standard library, site-packages, zenmetry or OpenTelemetry is
 the application's; when the call came from a Django template, the template's name and line are
-taken too, from the innermost template node being rendered. Nothing but file, line, function and
+taken too, from the innermost template node being rendered, whether the template made the call
+itself (a lookup in Django's own code) or called the application's code that made it (a model
+method, a template tag). Nothing but file, line, function and
 template name and line is read, and the walk stops after ``MAX_FRAMES`` frames whatever the stack.
 """
 
@@ -76,7 +78,7 @@ def take(frame: FrameType | None = None) -> CallSite | None:
     """The call site of the running call (from ``frame`` outward, the caller's by default)."""
     frame = frame or sys._getframe(1)  # noqa: SLF001 - the only way to walk the stack this cheaply
     template: tuple[str, int | None] | None = None
-    for _ in range(MAX_FRAMES):
+    for walked in range(MAX_FRAMES):
         if frame is None:
             return None
         code = frame.f_code
@@ -84,10 +86,30 @@ def take(frame: FrameType | None = None) -> CallSite | None:
         if application is None:
             application = _classify(code)
         if application:
+            if template is None:
+                # Application code a template called (a model method, a template tag): the
+                # template being rendered further out is where it was called from.
+                template = _rendering(frame.f_back, MAX_FRAMES - walked - 1)
             name, line = template or (None, None)
             return CallSite(relative(code.co_filename), frame.f_lineno, _function(code), name, line)
-        if template is None and code.co_name == _TEMPLATE_RENDER[0] and code.co_filename.endswith(_TEMPLATE_RENDER[1]):
+        if template is None and _renders(code):
             template = _template(frame)
+        frame = frame.f_back
+    return None
+
+
+def _renders(code: CodeType) -> bool:
+    """Whether ``code`` is Django's ``Node.render_annotated``, which renders one template node."""
+    return code.co_name == _TEMPLATE_RENDER[0] and code.co_filename.endswith(_TEMPLATE_RENDER[1])
+
+
+def _rendering(frame: FrameType | None, frames: int) -> tuple[str, int | None] | None:
+    """The innermost template node being rendered from ``frame`` outward, within ``frames`` frames."""
+    for _ in range(frames):
+        if frame is None:
+            return None
+        if _renders(frame.f_code):
+            return _template(frame)
         frame = frame.f_back
     return None
 

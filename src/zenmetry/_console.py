@@ -35,7 +35,7 @@ def line(unit: FinishedUnit) -> str:
         memory += ")"
     parts = [
         f"zenmetry {head}",
-        f"queries {figures.queries}" + (f" ({systems})" if systems else ""),
+        queries(figures) + (f" ({systems})" if systems else ""),
         f"db {figures.db_duration_ms:.1f} ms",
         memory,
         external,
@@ -44,6 +44,14 @@ def line(unit: FinishedUnit) -> str:
     if found:
         parts.append("BREACH " + ", ".join(_breach(unit, breach) for breach in found))
     return " | ".join(parts)
+
+
+def queries(figures: Figures) -> str:
+    """``queries 3``, or ``queries 1 (12 round trips)`` when the driver made more exchanges."""
+    text = f"queries {figures.queries}"
+    if figures.round_trips != figures.queries:
+        text += f" ({figures.round_trips} round trip{'' if figures.round_trips == 1 else 's'})"
+    return text
 
 
 def _breach(unit: FinishedUnit, breach: Breach) -> str:

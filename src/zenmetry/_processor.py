@@ -14,7 +14,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Final
+from threading import get_ident
+from typing import Final, TypeVar
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
@@ -31,7 +32,7 @@ from zenmetry._memtrace import MemoryTracer
 from zenmetry._metrics import Attributes, Instruments
 from zenmetry._scrub import scrub_statement
 from zenmetry._settings import Settings
-from zenmetry._shapes import NO_SHAPE, sql_shape
+from zenmetry._shapes import round_trip, sql_shape
 from zenmetry._spans import plain_attributes, write_attributes
 from zenmetry._summary import MAX_HELD, in_ratio
 from zenmetry._units import NEVER, FinishedUnit, OpenUnit, breaches
@@ -39,6 +40,7 @@ from zenmetry._units import NEVER, FinishedUnit, OpenUnit, breaches
 CELERY_SCOPE: Final = "opentelemetry.instrumentation.celery"
 _TASK_PREFIX: Final = "run/"
 
+T = TypeVar("T")
 Listener = Callable[[FinishedUnit], None]
 """Called with every finished unit."""
 
@@ -112,6 +114,8 @@ class UnitProcessor(SpanProcessor):
         self._endings: list[SpanProcessor] = []
         self.held: set[int] = set()
         self.listeners: list[Listener] = []
+        # Threads setting a database connection up (``setting_up``), with their depth.
+        self._setting_up: dict[int, int] = {}
 
     # -- the hot path ------------------------------------------------------------------
 
@@ -182,14 +186,15 @@ class UnitProcessor(SpanProcessor):
             shape = self._shapes.pop(span_id, None) if self._shapes else None
             if shape is None:
                 statement = attributes.get(_DB_QUERY_TEXT) or attributes.get(_DB_STATEMENT)
-                if statement.__class__ is str and statement:
+                if self._setting_up and get_ident() in self._setting_up:
+                    # Django setting a connection up through the raw driver: not logged, no query.
+                    shape, statement = round_trip(statement if statement.__class__ is str else ""), None
+                elif statement.__class__ is str and statement:
                     shape = sql_shape(statement, system)
                 elif statement.__class__ is bytes and statement:
                     shape = sql_shape(statement.decode("utf-8", "replace"), system)
                 else:
                     statement = None
-            elif shape is NO_SHAPE:
-                shape = None
             with self._lock:
                 for unit in units:
                     if not unit.finished:
@@ -342,10 +347,34 @@ class UnitProcessor(SpanProcessor):
         unit.limits_resolved = True
 
     def note_shape(self, span: ApiSpan, shape: tuple[str, str]) -> None:
-        """Give a DB call's shape when its statement attribute cannot be trusted (MongoDB)."""
+        """Give a DB call's shape when its statement attribute cannot be trusted (MongoDB), or
+        say it is a round trip of the driver's own (``_shapes.round_trip``)."""
         span_id = span.get_span_context().span_id
         if span_id in self._open:
             self._shapes[span_id] = shape
+
+    def note_bare(self, span: ApiSpan, system: str, text: str, *, query: bool) -> None:
+        """Count a query, or a round trip, that is no DB call of its own (``OpenUnit.add_bare``)
+        for the units ``span``, the current span, belongs to."""
+        units = self._open.get(span.get_span_context().span_id)
+        if units:
+            with self._lock:
+                for unit in units:
+                    if not unit.finished:
+                        unit.add_bare(system, text, query=query)
+
+    def setting_up(self, call: Callable[[], T]) -> T:
+        """``call()``, which sets a database connection up (Django's ``connect()``: the session's
+        time zone and role, sent through the raw driver, which Django does not log): the DB calls
+        it makes in this thread count as round trips, not queries."""
+        ident = get_ident()
+        self._setting_up[ident] = self._setting_up.get(ident, 0) + 1
+        try:
+            return call()
+        finally:
+            depth = self._setting_up.pop(ident) - 1
+            if depth:
+                self._setting_up[ident] = depth
 
     def note_no_timeout(self, span: ApiSpan, method: str, address: str) -> None:
         """Count an external call made without a timeout, with an event on its span (or on the
@@ -484,6 +513,7 @@ def _write(span: ApiSpan, unit: FinishedUnit) -> None:
         _names.UNIT_KIND: figures.kind,
         _names.UNIT_NAME: figures.name,
         _names.DB_QUERIES: figures.queries,
+        _names.DB_ROUND_TRIPS: figures.round_trips,
         _names.DB_DURATION_MS: figures.db_duration_ms,
         _names.DB_REPEATED_MAX: figures.repeated_max,
         _names.EXTERNAL_CALLS: figures.external_calls,

@@ -319,7 +319,7 @@ def _compare(item: pytest.Item, snapshots: _Snapshots, units: list[Any]) -> str 
         _snapshots.unit(
             u.kind,
             u.name,
-            ((s.system, s.text) for s in (u.figures.statements or ())),
+            ((s.system, s.text) for s in (u.figures.statements or ()) if s.query),
             testing.hosts_of(u),
         )
         for u in units
@@ -409,6 +409,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         "units",
         "queries p50",
         "max",
+        "round trips max",
         "db ms max",
         "mem MiB max",
         "ext max",
@@ -433,6 +434,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                 str(len(units)),
                 f"{statistics.median(u.figures.queries for u in units):g}",
                 str(max(u.figures.queries for u in units)),
+                str(max(u.figures.round_trips for u in units)),
                 f"{max(u.figures.db_duration_ms for u in units):.1f}",
                 f"{max(u.figures.rss_delta_bytes for u in units) / 2**20:+.1f}",
                 str(max(u.figures.external_calls for u in units)),

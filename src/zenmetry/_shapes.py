@@ -26,6 +26,7 @@ import importlib.machinery
 import importlib.metadata
 import importlib.util
 import re
+import sys
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -200,5 +201,22 @@ def sql_shape(statement: str, system: str) -> tuple[str, str]:
     return text, text
 
 
-NO_SHAPE: Final[tuple[str, str]] = ("", "")
-"""The shape of a call that repeats by design and must not count as a repeated statement."""
+ROUND_TRIP: Final = sys.intern("\x00round trip")
+"""The key of a round trip's shape (``round_trip``), told by identity (``shape[0] is ROUND_TRIP``):
+no statement's key is this object, whatever its text."""
+
+
+def round_trip(command: str) -> tuple[str, str]:
+    """The shape of one of the driver's own exchanges with the server, not a statement the
+    application executed: a transaction's ``BEGIN``, ``COMMIT``, ``ROLLBACK``, a server-side
+    cursor's ``FETCH``, ``MOVE`` and ``CLOSE``, a MongoDB ``getMore``. It counts as a round trip,
+    never as a query, and never as a repeated statement (six transactions are not an N+1, nor
+    is a large result read in chunks); its text is its command's first word, which names it
+    without any name or literal the command carries (a cursor's, a savepoint's, a two-phase id).
+
+    >>> round_trip('FETCH FORWARD 2000 FROM "_django_curs_1_sync_1"')[1]
+    'FETCH'
+    """
+    words = command.split(None, 1)
+    word = words[0] if words else ""
+    return ROUND_TRIP, word.upper() if word.isalpha() else "(round trip)"

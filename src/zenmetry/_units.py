@@ -18,6 +18,7 @@ from zenmetry._budgets import Budget
 from zenmetry._callsite import CallSite
 from zenmetry._limits import BY_NAME, Limits
 from zenmetry._memtrace import Allocations
+from zenmetry._shapes import ROUND_TRIP
 
 NEVER: Final = 2**62
 """A duration no call reaches: the slow-call check when ``slow_query_ms`` is off."""
@@ -43,6 +44,7 @@ class OpenUnit:
         "override",
         "queries",
         "repeated_crossing",
+        "round_trips",
         "rss_start",
         "shapes",
         "shared",
@@ -67,7 +69,9 @@ class OpenUnit:
         # True once another unit (not an enclosing one) ran in the process beside this one:
         # the RSS delta is then the process's, shared with it.
         self.shared = False
+        # Queries as Django counts them; round trips as the server sees them (CONTRACT.md).
         self.queries = 0
+        self.round_trips = 0
         self.db_ns = 0
         self.slowest_ns = 0
         self.systems: dict[str, list[int]] = {}
@@ -101,19 +105,24 @@ class OpenUnit:
         self.enclosing: OpenUnit | None = None
 
     def add_db(self, system: str, duration_ns: int, shape: tuple[str, str] | None) -> int:
-        """Count one DB call; returns how many times its shape ran so far (0: no shape)."""
-        self.queries += 1
+        """Count one DB call, a round trip; a query too unless its shape is a round trip's
+        (``_shapes.round_trip``). Returns how many times its shape ran so far (0: none counted)."""
+        self.round_trips += 1
         self.db_ns += duration_ns
         if duration_ns > self.slowest_ns:  # noqa: PLR1730 - a comparison, not a call to max(), per DB call
             self.slowest_ns = duration_ns
+        query = shape is None or shape[0] is not ROUND_TRIP
         per_system = self.systems.get(system)
         if per_system is None:
-            self.systems[system] = [1, duration_ns]
+            self.systems[system] = [1 if query else 0, duration_ns]
         else:
-            per_system[0] += 1
+            per_system[0] += query
             per_system[1] += duration_ns
         if self.statements is not None:
-            self.statements.append(Statement(system, shape[1] if shape else "", duration_ns / 1e6))
+            self.statements.append(Statement(system, shape[1] if shape else "", duration_ns / 1e6, query))
+        if not query:
+            return 0
+        self.queries += 1
         if shape is None:
             return 0
         key = (system, shape[0])
@@ -123,6 +132,23 @@ class OpenUnit:
             return 1
         count = seen[0] = seen[0] + 1
         return count  # type: ignore[no-any-return]
+
+    def add_bare(self, system: str, text: str, *, query: bool) -> None:
+        """Count a query or a round trip that is no DB call of its own: transaction control as
+        Django logs it (``query``: ``BEGIN`` when ``atomic()`` opens a transaction, where the
+        driver sends it later, or never for an empty block; ``COMMIT`` and ``ROLLBACK``, whose
+        round trips are DB calls), or a round trip made inside another DB call (psycopg's
+        describing a server-side cursor after its ``DECLARE``), whose time is that call's."""
+        per_system = self.systems.get(system)
+        if per_system is None:
+            per_system = self.systems[system] = [0, 0]
+        if query:
+            self.queries += 1
+            per_system[0] += 1
+        else:
+            self.round_trips += 1
+        if self.statements is not None:
+            self.statements.append(Statement(system, text, 0.0, query=query, round_trip=not query))
 
     def add_slow(self, system: str, shape: tuple[str, str] | None, duration_ns: int, site: CallSite | None) -> None:
         """A call over ``slow_query_ms``: kept per shape, the slowest with its call site."""
@@ -158,6 +184,7 @@ class OpenUnit:
             kind=self.kind,
             name=name,
             queries=self.queries,
+            round_trips=self.round_trips,
             db_duration_ms=self.db_ns / 1e6,
             systems={system: (count, ns / 1e6) for system, (count, ns) in self.systems.items()},
             repeated_max=repeated[0].count if repeated else (1 if self.shapes else 0),
@@ -178,11 +205,17 @@ class OpenUnit:
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """One DB call, in execution order (kept only when a test asks for it)."""
+    """One query or round trip, in execution order (kept only when a test asks for it)."""
 
     system: str
     text: str
     duration_ms: float
+    query: bool = True
+    """A query (CONTRACT.md): a statement the application executed, or transaction control
+    Django logs; False for a round trip of the driver's own (``BEGIN``, ``FETCH``, ...)."""
+    round_trip: bool = True
+    """An exchange with the server; False for transaction control Django logged where the
+    driver sent nothing at that moment (``BEGIN``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +263,8 @@ class Figures:
     """Where the external calls without a timeout were made (the first ten)."""
     allocations: Allocations | None = None
     """What a traced unit still held at its end (``ZENMETRY_MEMORY_TRACE``)."""
+    round_trips: int = 0
+    """Exchanges with the databases' servers: statements, and the driver's own round trips."""
     memory_shared: bool = False
     """Another unit ran in the process beside this one (threads, greenlets, ASGI): the RSS
     delta is the process's, shared with it, so ``memory_mb`` is not checked and no memory

@@ -33,7 +33,7 @@ from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind
 
-from zenmetry import _guard, _late, _limits, _memory, _names, _state
+from zenmetry import _console, _guard, _late, _limits, _memory, _names, _state
 from zenmetry._budgets import Budget
 from zenmetry._lean import LeanTracerProvider
 from zenmetry._limits import LIMITS, Limits
@@ -424,14 +424,22 @@ def report(units: Sequence[ZenUnit]) -> str:
 
 
 def _statements(unit: ZenUnit) -> list[str]:
+    statements = unit.figures.statements or ()
     shapes: dict[tuple[str, str], list[float]] = {}
-    for statement in unit.figures.statements or ():
-        shapes.setdefault((statement.system, statement.text), []).append(statement.duration_ms)
+    trips: dict[tuple[str, str], list[float]] = {}
+    for statement in statements:
+        if statement.query:
+            shapes.setdefault((statement.system, statement.text), []).append(statement.duration_ms)
+        else:
+            trips.setdefault((statement.system, statement.text), []).append(statement.duration_ms)
+    lines = []
+    if unit.figures.round_trips != unit.figures.queries:
+        lines.append(f"  {_console.queries(unit.figures)}")
     if not shapes:
-        return []
+        return lines
     repeated = {(r.system, r.text): r.site for r in unit.figures.repetitions}
     slow = {(q.system, q.text): q for q in unit.figures.slow_queries}
-    lines = ["  statements, in order of first execution (count, total time):"]
+    lines.append("  queries, in order of first execution (count, total time):")
     for index, ((system, text), durations) in enumerate(shapes.items()):
         if index == MAX_STATEMENT_LINES:
             lines.append(f"    ... {len(shapes) - MAX_STATEMENT_LINES} more statement shapes")
@@ -447,6 +455,12 @@ def _statements(unit: ZenUnit) -> list[str]:
         lines.append(
             f"    {len(durations):>4}x {sum(durations):>8.1f} ms  {system:<10} {text or '(no statement)'}{mark}"
         )
+    if trips:
+        lines.append("  and the driver's own round trips:")
+        for (system, text), durations in trips.items():
+            slowest = slow.get((system, text))
+            mark = f"  <- slow ({slowest.duration_ms:.1f} ms)" if slowest else ""
+            lines.append(f"    {len(durations):>4}x {sum(durations):>8.1f} ms  {system:<10} {text}{mark}")
     return lines
 
 

@@ -7,12 +7,14 @@ In this process on psycopg 3; ``test_psycopg2.py`` runs this module again on psy
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from support import libpq
 from support.harness import Harness
 
 # block of zencountapp/blocks.py -> the statements Django captures, in order (first words).
@@ -57,6 +59,13 @@ AGREED = {
 }
 
 
+ON_PSYCOPG2 = os.environ.get("ZEN_TEST_PG_DRIVER") == "psycopg2"
+BLOCKS = (
+    *AGREED,
+    *("empty_atomic", "iterator", "iterator_in_atomic", "long_iterator", "new_connection", "select_for_update"),
+)
+
+
 @pytest.fixture
 def client() -> Client:
     return Client(raise_request_exception=True)
@@ -81,6 +90,17 @@ def _unit_statements(zen: Harness) -> list[str]:
     return [str(span.attributes["db.statement"]) for span in zen.db_spans() if span.context.trace_id == trace_id]
 
 
+def _django_and_sent(client: Client, name: str) -> tuple[list[str], list[str]]:
+    """Run block ``name`` in a request: what Django captured, and the round trips libpq sent on
+    Django's connection during the whole request."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    with libpq.traced(connection.connection) as sent:
+        captured = client.get(f"/count/block/{name}/").json()["django"]
+    return captured, sent
+
+
 class TestBlocks:
     @pytest.mark.parametrize("name", sorted(AGREED))
     def test_a_block_counts_what_django_captures(self, zen: Harness, client: Client, name: str) -> None:
@@ -91,25 +111,42 @@ class TestBlocks:
         assert zen.unit().attributes["zen.db.queries"] == len(AGREED[name])
         assert _first_words(_unit_statements(zen)) == AGREED[name]
 
-    def test_a_server_side_cursor_adds_its_fetches_and_close(self, zen: Harness, client: Client) -> None:
-        """``iterator()`` is one statement for Django; for the driver it is DECLARE, a FETCH per
-        chunk (2, 2, 1, then 0 rows) and CLOSE: zenmetry counts those 5 round trips, not 1."""
-        captured = client.get("/count/block/iterator/").json()["django"]
+    @pytest.mark.parametrize("name", sorted(set(BLOCKS) - {"new_connection"}))
+    def test_queries_are_djangos_and_round_trips_what_libpq_sent(self, zen: Harness, client: Client, name: str) -> None:
+        """For every block, zen.db.queries is the number of statements Django captured, and
+        zen.db.round_trips the number of exchanges libpq's own trace shows."""
+        captured, sent = _django_and_sent(client, name)
+        attributes = zen.unit().attributes
+        assert (attributes["zen.db.queries"], attributes["zen.db.round_trips"]) == (len(captured), len(sent))
+
+    def test_a_server_side_cursor_is_one_query_of_many_round_trips(self, zen: Harness, client: Client) -> None:
+        """``iterator()`` is one statement for Django, and one query for zenmetry; for the driver it
+        is DECLARE, a FETCH per chunk (2, 2, 1, then 0 rows) and CLOSE (and on psycopg 3 the
+        cursor's DESCRIBE): round trips."""
+        captured, sent = _django_and_sent(client, "iterator")
         assert _first_words(captured) == ["INSERT", "BEGIN", "INSERT", "COMMIT", "DECLARE"]
-        assert zen.unit().attributes["zen.db.queries"] == len(captured) + 4 + 1
+        # psycopg 3 declares with the extended protocol, then describes the cursor: two Syncs
+        declared = ["DECLARE"] if ON_PSYCOPG2 else ["Sync", "Sync"]
+        assert sent == ["INSERT", "BEGIN", "INSERT", "COMMIT", *declared, "FETCH", "FETCH", "FETCH", "FETCH", "CLOSE"]
+        unit = zen.unit()
+        assert (unit.attributes["zen.db.queries"], unit.attributes["zen.db.round_trips"]) == (5, len(sent))
         assert _first_words(_unit_statements(zen)) == [
             *("INSERT", "BEGIN", "INSERT", "COMMIT"),
             *("SELECT", "FETCH", "FETCH", "FETCH", "FETCH", "CLOSE"),
         ]
 
     def test_transactions_and_fetches_are_no_repeated_statement(self, zen: Harness, client: Client) -> None:
-        """Six transactions (BEGIN and COMMIT six times each) and a cursor read in 7 chunks count
-        every round trip, and no statement ran more than once: no repeated-query event."""
+        """Six transactions (BEGIN and COMMIT six times each) and a cursor read in 7 chunks: no
+        statement ran more than once, no repeated-query event."""
         client.get("/count/block/transactions/")
         client.get("/count/block/long_iterator/")
         transactions, iterated = zen.units()
-        assert transactions.attributes["zen.db.queries"] == 18
-        assert iterated.attributes["zen.db.queries"] == 1 + 3 + 1 + 7 + 1
+        assert (transactions.attributes["zen.db.queries"], transactions.attributes["zen.db.round_trips"]) == (18, 18)
+        described = 0 if ON_PSYCOPG2 else 1
+        assert (iterated.attributes["zen.db.queries"], iterated.attributes["zen.db.round_trips"]) == (
+            1 + 3 + 1,
+            1 + 3 + 1 + described + 7 + 1,
+        )
         for unit in (transactions, iterated):
             assert unit.attributes["zen.db.repeated_max"] == 1
             assert "zen.budget.breached" not in unit.attributes
@@ -118,17 +155,19 @@ class TestBlocks:
     def test_a_new_connection_sets_its_time_zone_without_django_logging_it(self, zen: Harness, client: Client) -> None:
         """A connection opened in the block, its session in another zone than ``TIME_ZONE``:
         Django sends ``set_config('TimeZone', ...)`` through the raw driver and logs only the
-        ORM's statement; zenmetry counts both round trips."""
+        ORM's statement; zenmetry counts one query and both round trips."""
         captured = client.get("/count/block/new_connection/").json()["django"]
         assert _first_words(captured) == ["SELECT"]
-        assert zen.unit().attributes["zen.db.queries"] == 2
+        assert (zen.unit().attributes["zen.db.queries"], zen.unit().attributes["zen.db.round_trips"]) == (1, 2)
         assert _unit_statements(zen)[0] == "SELECT set_config('TimeZone', %s, false)"
 
-    def test_an_empty_transaction_is_no_round_trip(self, zen: Harness, client: Client) -> None:
-        """``atomic()`` around nothing: Django logs BEGIN and COMMIT, the driver sends neither
-        (it begins a transaction with its first statement): zenmetry counts 0."""
-        assert client.get("/count/block/empty_atomic/").json()["django"] == ["BEGIN", "COMMIT"]
-        assert zen.unit().attributes["zen.db.queries"] == 0
+    def test_an_empty_transaction_is_two_queries_and_no_round_trip(self, zen: Harness, client: Client) -> None:
+        """``atomic()`` around nothing: Django logs BEGIN and COMMIT, and zenmetry counts them as
+        Django does; the driver sends neither (it begins a transaction with its first
+        statement): no round trip, no DB span."""
+        captured, sent = _django_and_sent(client, "empty_atomic")
+        assert (captured, sent) == (["BEGIN", "COMMIT"], [])
+        assert (zen.unit().attributes["zen.db.queries"], zen.unit().attributes["zen.db.round_trips"]) == (2, 0)
         assert zen.db_spans() == []
 
 

@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from support.harness import Harness
-from zenmetry._shapes import MAX_TEXT
+from zenmetry._shapes import MAX_TEXT, ROUND_TRIP
 from zenmetry.integrations.pymongo import mongo_shape
 
 
@@ -38,12 +38,24 @@ class TestMongoShape:
             ({"insert": "orders", "documents": [{"a": "secret"}]}, "orders.insert"),
             ({"count": "orders", "query": {"state": "new"}}, 'orders.count {"state": ?}'),
             ({"ping": 1}, "ping"),
-            ({"getMore": 8127, "collection": "products", "batchSize": 10}, ""),
-            ({"killCursors": "products", "cursors": [8127]}, ""),
         ],
     )
     def test_values_are_removed_and_keys_kept(self, command: dict[str, object], expected: str) -> None:
         assert mongo_shape(command) == (expected, expected)
+
+    @pytest.mark.parametrize(
+        ("command", "expected"),
+        [
+            ({"getMore": 8127, "collection": "products", "batchSize": 10}, "products.getMore"),
+            ({"killCursors": "products", "cursors": [8127]}, "products.killCursors"),
+        ],
+    )
+    def test_a_cursors_commands_are_round_trips_named_without_its_id(
+        self, command: dict[str, object], expected: str
+    ) -> None:
+        """A cursor's next batch and its end are round trips of the query that opened it (an
+        the round trip key), named by the collection and command, never by the cursor's id."""
+        assert mongo_shape(command) == (ROUND_TRIP, expected)
 
     def test_twelve_lookups_with_different_values_share_one_shape(self) -> None:
         shapes = {mongo_shape({"find": "products", "filter": {"sku": f"SKU-{i}"}, "limit": 1}) for i in range(12)}

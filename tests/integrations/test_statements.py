@@ -305,10 +305,10 @@ class TestLeanStatements:
                 span.end()
 
         unit = self._unit(provider, processor, lambda: asyncio.run(work()))
-        assert [(s.system, s.text) for s in unit.figures.statements or ()] == [
-            ("postgresql", "SELECT ?"),
-            ("postgresql", "SELECT ? / ?"),
-            ("postgresql", ""),  # a round trip of the driver's own: no statement shape
+        assert [(s.system, s.text, s.query) for s in unit.figures.statements or ()] == [
+            ("postgresql", "SELECT ?", True),
+            ("postgresql", "SELECT ? / ?", True),
+            ("postgresql", "COMMIT", False),  # a round trip of the driver's own, named by its command
         ]
 
     def test_outside_a_unit_nothing_is_traced(self, lean: tuple[LeanTracerProvider, UnitProcessor]) -> None:

@@ -84,10 +84,23 @@ def run(mode: str) -> None:
     client.get(PAGES[0])  # and through WSGI again after it
     for unit in finished:
         figures = unit.figures  # type: ignore[attr-defined]
-        statements = [(s.system, s.text) for s in figures.statements or ()]
+        # q: a query, r: a round trip, qr: both
+        statements = [(s.system, s.text, "q" * s.query + "r" * s.round_trip) for s in figures.statements or ()]
         calls = [figures.external_calls, figures.no_timeout]
         checked = [figures.repeated_max, sorted(b.limit for b in unit.breaches)]  # type: ignore[attr-defined]
-        print(json.dumps([figures.kind, figures.name, dict(unit.point), figures.queries, statements, calls, checked]))  # type: ignore[attr-defined]
+        print(
+            json.dumps(
+                [
+                    figures.kind,
+                    figures.name,
+                    dict(unit.point),
+                    [figures.queries, figures.round_trips],
+                    statements,
+                    calls,
+                    checked,
+                ]
+            )
+        )  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

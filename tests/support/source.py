@@ -8,6 +8,7 @@ from support.processes import TESTS
 
 VIEWS = TESTS / "zentestapp" / "views.py"
 TASKS = TESTS / "zentestapp" / "tasks.py"
+MODELS = TESTS / "zentestapp" / "models.py"
 TEMPLATES = TESTS / "zentestapp" / "templates" / "zentestapp"
 
 

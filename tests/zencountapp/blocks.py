@@ -169,6 +169,21 @@ def iterator() -> None:
     assert len(list(Product.objects.filter(shop=shop).iterator(chunk_size=2))) == 5
 
 
+def iterator_in_atomic() -> None:
+    """The same inside ``atomic()``: BEGIN, the shop, the products, DECLARE (a cursor without
+    hold), then COMMIT; 4 FETCH and a CLOSE for the driver."""
+    with transaction.atomic():
+        iterator()
+
+
+def select_for_update() -> None:
+    """BEGIN, SELECT ... FOR UPDATE, UPDATE, COMMIT."""
+    shop = Shop.objects.create(name="locked")
+    with transaction.atomic():
+        locked = Shop.objects.select_for_update().get(pk=shop.pk)
+        Shop.objects.filter(pk=locked.pk).update(name="locked!")
+
+
 BLOCKS: dict[str, Callable[[], None]] = {
     block.__name__: block
     for block in (
@@ -187,5 +202,7 @@ BLOCKS: dict[str, Callable[[], None]] = {
         long_iterator,
         new_connection,
         iterator,
+        iterator_in_atomic,
+        select_for_update,
     )
 }

@@ -24,6 +24,7 @@ urlpatterns = [
     path("cbv/", views.ClassBased.as_view()),
     path("nplusone/", views.n_plus_one),
     path("template-nplusone/", views.template_n_plus_one),
+    path("template-method-nplusone/", views.template_method_n_plus_one),
     path("slow/", views.slow),
     path("mongo-nplusone/", views.mongo_n_plus_one),
     path("decorated/<int:n>/", views.decorated),

@@ -185,6 +185,11 @@ def template_n_plus_one(request: HttpRequest) -> HttpResponse:
     return render(request, "zentestapp/orders.html", {"customers": Customer.objects.order_by("pk")[:12]})
 
 
+def template_method_n_plus_one(request: HttpRequest) -> HttpResponse:
+    """The same N+1 made by a model method the template calls (``Customer.orders``)."""
+    return render(request, "zentestapp/orders_by_method.html", {"customers": Customer.objects.order_by("pk")[:12]})
+
+
 def slow(request: HttpRequest) -> JsonResponse:
     """One statement of 0.6 s."""
     with connection.cursor() as cursor:

@@ -5,9 +5,10 @@ gives: the instrumentation's own cursor tracer (``_statements.StatementTracer``)
 have the name, kind and attributes of the instrumentation's (so the processor, the export guard
 and the verdict treat them like any other DB call), or, in a test suite, ``LeanStatements``.
 These round trips (``BEGIN``, ``COMMIT``, ``ROLLBACK``, a cursor's ``FETCH``, ``MOVE`` and
-``CLOSE``, psycopg's own savepoints) repeat by design: they count as DB calls, never as a
-repeated statement (``NO_SHAPE``), as a MongoDB ``getMore`` does not. Six transactions are not
-an N+1, nor is a large result read in chunks.
+``CLOSE``, psycopg's own savepoints) are the driver's, not statements the application executed:
+they count as round trips and DB time, never as queries or a repeated statement
+(``_shapes.round_trip``), as a MongoDB ``getMore`` does not. Six transactions are not an N+1,
+nor is a large result read in chunks.
 
 Nothing here imports the instrumentation: a test suite that never exports a span does not load it.
 """
@@ -24,7 +25,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from zenmetry import _state
 from zenmetry._names import DB_STATEMENT, DB_SYSTEM
-from zenmetry._shapes import NO_SHAPE
+from zenmetry._shapes import round_trip
 
 T = TypeVar("T")
 _CLIENT: Final = SpanKind.CLIENT
@@ -122,7 +123,7 @@ class LeanStatements:
         if span is not INVALID_SPAN:
             processor = _state.processor()
             if processor is not None:
-                processor.note_shape(span, NO_SHAPE)
+                processor.note_shape(span, round_trip(statement))
         return span
 
 

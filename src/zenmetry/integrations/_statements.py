@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from zenmetry import _guard, _state
 from zenmetry._held import HeldSpan, HoldingTracer, holding
-from zenmetry._shapes import NO_SHAPE
+from zenmetry._shapes import round_trip
 from zenmetry.integrations._dbapi import run_in_span, run_in_span_async
 
 T = TypeVar("T")
@@ -120,7 +120,7 @@ class StatementTracer(CursorTracer[Any]):
             self._populate_span(span, target, statement)  # type: ignore[arg-type]
             processor = _state.processor()
             if processor is not None:
-                processor.note_shape(span, NO_SHAPE)
+                processor.note_shape(span, round_trip(statement))
         except Exception:  # noqa: BLE001
             _guard.swallow("a DB span's attributes")
         return span

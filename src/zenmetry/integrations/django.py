@@ -23,6 +23,7 @@ from typing import Any, Final
 import wrapt
 from django.utils.deprecation import MiddlewareMixin
 from opentelemetry import context, trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import INVALID_SPAN, SpanKind
 
 from zenmetry import _guard, _names, _state
@@ -72,6 +73,7 @@ class DjangoIntegration(Integration):
     def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
         kwargs.setdefault("response_hook", response_hook)
         _quiet_debug_quoting()
+        _count_transactions()
 
     def after(self, entry_point: str) -> None:
         from django.conf import settings
@@ -297,6 +299,56 @@ def _quiet_debug_quoting() -> None:
         wrapt.wrap_function_wrapper(module.DatabaseOperations, "_quote_params_for_last_executed_query", _unmeasured)
 
 
+# Django's vendor -> the system its DB spans name (``db.system``).
+_SYSTEMS: Final = {"postgresql": "postgresql", "sqlite": "sqlite", "mysql": "mysql", "oracle": "oracle"}
+
+
+def _count_transactions() -> None:
+    """Count transaction control where Django logs it, as Django counts it (CONTRACT.md).
+
+    Django logs ``BEGIN`` when ``atomic()`` opens a transaction, and ``COMMIT`` and
+    ``ROLLBACK``, through ``debug_transaction`` (``django.db.backends.utils``, since 4.2): a query
+    of the unit open at that moment. The driver sends the ``BEGIN`` later, with the
+    transaction's first statement (in a test, with the first statement of the test's own
+    transaction, inside whichever unit makes it): that round trip is no query, so a test's
+    transaction adds nothing to the units inside it. Savepoints are statements Django executes.
+    """
+
+    def patch(module: Any) -> None:
+        if hasattr(module, "debug_transaction"):
+            wrapt.wrap_function_wrapper(module, "debug_transaction", _transaction_logged)
+
+    @wrapt.when_imported("django.db.backends.base.base")
+    def _patch_base(module: Any) -> None:
+        patch(module)
+        wrapt.wrap_function_wrapper(module, "BaseDatabaseWrapper.connect", _connecting)
+
+    wrapt.when_imported("django.db.backends.oracle.base")(patch)  # its COMMIT has its own
+
+
+def _connecting(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    """Around ``connect()``: what Django sends to set a new connection up (its time zone, its
+    role) goes through the raw driver, unlogged: round trips, not queries."""
+    processor = _state.processor()
+    if processor is None:
+        return wrapped(*args, **kwargs)
+    return processor.setting_up(lambda: wrapped(*args, **kwargs))
+
+
+def _transaction_logged(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    """Around ``debug_transaction(connection, sql)``: a query for the current units."""
+    processor = _state.processor()
+    if processor is not None:
+        try:
+            connection, sql = args if len(args) == 2 else (kwargs.get("connection"), kwargs.get("sql"))
+            if not context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+                vendor = str(connection.vendor)
+                processor.note_bare(trace.get_current_span(), _SYSTEMS.get(vendor, vendor), str(sql), query=True)
+        except Exception:  # noqa: BLE001
+            _guard.swallow("the Django transaction hook")
+    return wrapped(*args, **kwargs)
+
+
 def _unmeasured(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
     from opentelemetry.instrumentation.utils import suppress_instrumentation  # not at import: see UnitMiddleware
 
@@ -406,6 +458,7 @@ def measure_requests(tracer_provider: trace.TracerProvider) -> None:
     if os.environ.get("OTEL_PYTHON_DJANGO_INSTRUMENT") == "False":
         return
     _quiet_debug_quoting()
+    _count_transactions()
 
     def instrument() -> None:
         from django.conf import settings

@@ -15,7 +15,9 @@ spans carry the same name and attributes as upstream's):
   server-side cursors (their ``DECLARE``);
 - an internal command, ``BaseConnection._exec_command``: the implicit ``BEGIN``, ``COMMIT``,
   ``ROLLBACK``, a server-side cursor's ``FETCH``, ``MOVE`` and ``CLOSE``, the savepoints of
-  ``Connection.transaction()``, two-phase commands and ``DEALLOCATE``.
+  ``Connection.transaction()``, two-phase commands and ``DEALLOCATE``;
+- a server-side cursor's ``DESCRIBE`` of its portal, the round trip psycopg makes after the
+  ``DECLARE``, inside its statement: a round trip without a span, its time the statement's.
 
 A transaction's ``BEGIN`` travels inside its first statement's call; zenmetry sends that same
 command just before the statement (what psycopg itself would do first), so that it is a span
@@ -32,11 +34,12 @@ from typing import Any, Final
 
 import psycopg
 import wrapt
-from opentelemetry import trace
+from opentelemetry import context, trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from psycopg import pq
 from psycopg.sql import Composable
 
-from zenmetry import _guard
+from zenmetry import _guard, _state
 from zenmetry.integrations import Integration
 from zenmetry.integrations._dbapi import LeanStatements, Statements, spanned, traced_here
 
@@ -106,6 +109,7 @@ def trace_psycopg() -> None:
     for name in ("AsyncCursor.execute", "AsyncCursor.executemany", "AsyncServerCursor.execute"):
         wrapt.wrap_function_wrapper("psycopg", name, _statement_async)
     wrapt.wrap_function_wrapper("psycopg._connection_base", "BaseConnection._exec_command", _command)
+    wrapt.wrap_function_wrapper("psycopg._server_cursor_base", "ServerCursorMixin._describe_gen", _describe)
 
 
 # -- statements ------------------------------------------------------------------------
@@ -186,6 +190,23 @@ def _ahead(cursor: Any, connection: Any) -> list[Any]:
 def _close_server_cursor(cursor: Any) -> Generator[Any, Any, None]:
     yield from cursor._close_gen()  # noqa: SLF001
     cursor._described = False  # noqa: SLF001
+
+
+def _describe(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    generator = wrapped(*args, **kwargs)
+    try:
+        connection = instance._conn  # noqa: SLF001
+        processor = _state.processor()
+        if (
+            processor is not None
+            and not connection._pipeline  # noqa: SLF001
+            and not context.get_value(_SUPPRESS_INSTRUMENTATION_KEY)
+            and tracer_for(connection) is not None
+        ):
+            processor.note_bare(trace.get_current_span(), "postgresql", "DESCRIBE", query=False)
+    except Exception:  # noqa: BLE001
+        _guard.swallow("the psycopg describe wrapper")
+    return generator
 
 
 # -- internal commands -----------------------------------------------------------------

@@ -15,7 +15,7 @@ import wrapt
 
 from zenmetry import _guard, _state
 from zenmetry._findings import Finding
-from zenmetry._shapes import MAX_TEXT, NO_SHAPE, exportable
+from zenmetry._shapes import MAX_TEXT, ROUND_TRIP, exportable
 from zenmetry.integrations import Integration, report
 
 _MAX_ITEMS = 20
@@ -87,8 +87,9 @@ def mongo_shape(command: Mapping[str, Any]) -> tuple[str, str]:
 
     The command name and collection are kept, and the *keys* of the filter (``filter``,
     ``q``, pipeline stages, ``query``), with every value replaced by ``?``; documents being
-    written are left out entirely. A cursor's ``getMore`` and ``killCursors`` have no shape
-    (``NO_SHAPE``): reading a large result in batches is not an N+1.
+    written are left out entirely. A cursor's ``getMore`` and ``killCursors`` are round trips
+    of the query that opened the cursor (``_shapes.round_trip``), named ``products.getMore``:
+    reading a large result in batches is one query, and not an N+1.
 
     >>> mongo_shape({"find": "products", "filter": {"sku": "A1", "price": {"$gt": 3}}})[1]
     'products.find {"sku": ?, "price": {"$gt": ?}}'
@@ -96,7 +97,8 @@ def mongo_shape(command: Mapping[str, Any]) -> tuple[str, str]:
     items = iter(command.items())
     name, collection = next(items, ("", ""))
     if name in _CURSOR_COMMANDS:
-        return NO_SHAPE  # the next batch of a query already counted: one query, many round trips
+        collection = command.get("collection", collection)  # killCursors names it first
+        return ROUND_TRIP, exportable(f"{collection}.{name}"[:MAX_TEXT]) if isinstance(collection, str) else name
     parts = [f"{collection}.{name}" if isinstance(collection, str) else str(name)]
     if name == "aggregate":
         parts.append(_value_shape(command.get("pipeline", [])))
