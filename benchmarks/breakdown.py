@@ -76,12 +76,14 @@ def _run(piece: str, times: int) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import SpanKind
 
-    from zenmetry._budgets import Budget
-    from zenmetry._limits import Limits
-    from zenmetry._metrics import Instruments
-    from zenmetry._processor import UnitProcessor
-    from zenmetry._scrub import scrub
-    from zenmetry._units import Figures, FinishedUnit
+    from zenmetry import outputs
+    from zenmetry.config._budgets import Budget
+    from zenmetry.config._limits import Limits
+    from zenmetry.config._settings import Settings
+    from zenmetry.export._scrub import scrub
+    from zenmetry.outputs._metrics import Instruments
+    from zenmetry.units._figures import Figures, FinishedUnit
+    from zenmetry.units._processor import UnitProcessor
 
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     point = {"http.request.method": "GET", "http.response.status_code": 200}
@@ -130,7 +132,7 @@ def _run(piece: str, times: int) -> None:
     )
     unit = FinishedUnit(figures, point, Budget("http", Limits()), (), 0)
     provider = TracerProvider()
-    processor = UnitProcessor(meter_provider=meter_provider)
+    processor = UnitProcessor(listeners=outputs.listeners(Settings(), meter_provider))
     if piece == "request+zenmetry":
         provider.add_span_processor(processor)
     tracer = provider.get_tracer("bench")

@@ -13,8 +13,8 @@ import time
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from zenmetry._processor import UnitProcessor
-from zenmetry._settings import Settings
+from zenmetry.config._settings import Settings
+from zenmetry.units._processor import UnitProcessor
 
 ROUNDS = 7
 
@@ -37,7 +37,7 @@ def main() -> None:
     plain, traced = [], []
     for round_ in range(ROUNDS):
         for mode, results in (("off", plain), (1.0, traced)):
-            processor = UnitProcessor(Settings(memory_trace=mode), record_metrics=False)
+            processor = UnitProcessor(Settings(memory_trace=mode))
             provider._active_span_processor._span_processors = (processor,)  # noqa: SLF001 - one processor per round
             results.append(unit(processor, f"report-{round_}")[0])
     for label, values in (("untraced", plain), ("traced", traced)):

@@ -282,21 +282,20 @@ def _micro_benchmark(rounds: int = 11) -> None:
     """The unit processor's own cost per DB span, in alternating rounds (medians of the rounds'
     differences, with their min-max), over two baselines: a provider with no processor, and one
     with a processor that does nothing, the slot plain OpenTelemetry's exporting processor takes
-    (zenmetry's takes that slot and passes spans on to the exporter: ``export_to``). The
+    (zenmetry's takes that slot and passes spans on to the export gate). The
     second difference is what the processor's own work costs, without the SDK's call to it."""
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.trace import SpanKind
 
-    from zenmetry import _state
-    from zenmetry._held import holding
-    from zenmetry._processor import UnitProcessor
+    from zenmetry.export._held_spans import holding
+    from zenmetry.units._processor import UnitProcessor
 
     attributes = {"db.system": "postgresql", "db.statement": 'SELECT "t"."id" FROM "t" WHERE "t"."id" = %s'}
 
     def per_span(provider: TracerProvider, spans: int = 10_000, held: bool = False) -> float:
         tracer = provider.get_tracer("bench")
         if held:
-            tracer = holding(tracer)
+            tracer = holding(tracer, zenmetry)  # a unit's DB spans held, as by default
         with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER):
             start = time.process_time()
             for _ in range(spans):
@@ -308,7 +307,6 @@ def _micro_benchmark(rounds: int = 11) -> None:
     do_nothing.add_span_processor(SpanProcessor())
     zenmetry = UnitProcessor()
     with_zenmetry.add_span_processor(zenmetry)
-    _state.state.processor = zenmetry  # the holding tracer's (a unit's DB spans held, as by default)
     for provider in (bare, do_nothing, with_zenmetry):
         per_span(provider)  # warm-up
     per_span(with_zenmetry, held=True)
@@ -320,7 +318,6 @@ def _micro_benchmark(rounds: int = 11) -> None:
         over_bare.append(zen - base)
         over_slot.append(zen - slot)
         held_over_slot.append(held - slot)
-    _state.state.processor = None
 
     # The processor's two calls alone, on DB spans made beforehand: its code with warm caches.
     processor, tracer = UnitProcessor(), bare.get_tracer("bench")

@@ -14,9 +14,9 @@ from support.otlp import Receiver
 from support.processes import TESTS, gunicorn, path_of
 from support.source import VIEWS, site
 from zenmetry import ConfigError, budget
-from zenmetry._budgets import Budget, Budgets
-from zenmetry._limits import Limits
-from zenmetry._settings import Settings
+from zenmetry.config._budgets import Budget, Budgets
+from zenmetry.config._limits import Limits
+from zenmetry.config._settings import Settings
 
 
 @pytest.fixture

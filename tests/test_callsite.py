@@ -11,9 +11,9 @@ from django.test import Client
 from support.budgets import write
 from support.harness import Harness
 from support.source import MODELS, TASKS, TEMPLATES, VIEWS, line_of, site
-from zenmetry import _callsite
-from zenmetry._budgets import Budgets
-from zenmetry._settings import Settings
+from zenmetry.config._budgets import Budgets
+from zenmetry.config._settings import Settings
+from zenmetry.units import _callsite
 
 CUSTOMER_BY_ID = (
     'SELECT "zentestapp_customer"."id", "zentestapp_customer"."name" FROM "zentestapp_customer" '

@@ -15,11 +15,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 
 from support.otlp import BLACK_HOLE, REFUSE, Receiver, status
-from zenmetry import _exit
 from zenmetry._configurator import _bounded_timeouts
+from zenmetry.export import _outbox
 
 
-def _providers(outbox: _exit.Outbox, endpoint: str) -> tuple[TracerProvider, MeterProvider]:
+def _providers(outbox: _outbox.Outbox, endpoint: str) -> tuple[TracerProvider, MeterProvider]:
     """Providers as the configurator builds them, exporting to ``endpoint`` (1 s timeout)."""
     tracer_provider = TracerProvider(shutdown_on_exit=False)
     processor = outbox.span_processor(
@@ -44,7 +44,7 @@ def _record(tracer_provider: TracerProvider, meter_provider: MeterProvider, span
 
 class TestCount:
     def test_spans_add_up_in_flight_and_failed(self) -> None:
-        count = _exit.Count()
+        count = _outbox.Count()
         count.start(5)
         count.end(5, sent=False)
         count.start(3)
@@ -54,7 +54,7 @@ class TestCount:
 
     def test_metric_points_count_the_latest_export_only(self) -> None:
         """Cumulative points: two failed exports of the same 10 series lose 10, not 20."""
-        count = _exit.Count(latest=True)
+        count = _outbox.Count(latest=True)
         for _ in range(2):
             count.start(10)
             count.end(10, sent=False)
@@ -70,12 +70,12 @@ class TestFlush:
         self, mode: object, caplog: pytest.LogCaptureFixture
     ) -> None:
         """7 spans and 3 series, the collector refusing or answering 503: one warning counts them."""
-        outbox = _exit.Outbox()
+        outbox = _outbox.Outbox()
         with Receiver(mode) as receiver:  # type: ignore[arg-type]
             tracer_provider, meter_provider = _providers(outbox, receiver.endpoint)
             _record(tracer_provider, meter_provider, spans=7, series=3)
             with caplog.at_level(logging.WARNING, logger="zenmetry"):
-                _exit.flush(outbox, timeout_millis=3_000, providers=(tracer_provider, meter_provider))
+                _outbox.flush(outbox, timeout_millis=3_000, providers=(tracer_provider, meter_provider))
             tracer_provider.shutdown()
             meter_provider.shutdown()
         assert [record.getMessage() for record in caplog.records if record.name == "zenmetry"] == [
@@ -88,13 +88,13 @@ class TestFlush:
     ) -> None:
         """Shut down at exit with a black hole: the flush returns after the bound, the spans
         still held counted, where the SDK's own shutdown waits for every exporter in turn."""
-        outbox = _exit.Outbox()
+        outbox = _outbox.Outbox()
         with Receiver(BLACK_HOLE) as receiver:
             tracer_provider, meter_provider = _providers(outbox, receiver.endpoint)
             _record(tracer_provider, meter_provider, spans=4, series=2)
             start = time.monotonic()
             with caplog.at_level(logging.WARNING, logger="zenmetry"):
-                _exit.flush(outbox, shutdown=True, timeout_millis=500, providers=(tracer_provider, meter_provider))
+                _outbox.flush(outbox, shutdown=True, timeout_millis=500, providers=(tracer_provider, meter_provider))
             seconds = time.monotonic() - start
         assert seconds < 0.9
         assert [record.getMessage()[:53] for record in caplog.records if record.name == "zenmetry"] == [
@@ -102,12 +102,12 @@ class TestFlush:
         ]
 
     def test_a_collector_that_answers_leaves_nothing_to_say(self, caplog: pytest.LogCaptureFixture) -> None:
-        outbox = _exit.Outbox()
+        outbox = _outbox.Outbox()
         with Receiver() as receiver:
             tracer_provider, meter_provider = _providers(outbox, receiver.endpoint)
             _record(tracer_provider, meter_provider, spans=2, series=1)
             with caplog.at_level(logging.WARNING, logger="zenmetry"):
-                _exit.flush(outbox, shutdown=True, providers=(tracer_provider, meter_provider))
+                _outbox.flush(outbox, shutdown=True, providers=(tracer_provider, meter_provider))
             assert (receiver.span_count, len(receiver.points("h"))) == (2, 1)
         assert [record for record in caplog.records if record.name == "zenmetry"] == []
 
@@ -117,8 +117,8 @@ class TestCountingSpanExporter:
         """A failed export's exception keeps the exporting stack alive until a full garbage
         collection: the batch must not be kept with it."""
         with Receiver(REFUSE) as receiver:
-            exporter = _exit.CountingSpanExporter(
-                OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces", timeout=1), _exit.Count()
+            exporter = _outbox.CountingSpanExporter(
+                OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces", timeout=1), _outbox.Count()
             )
             provider = TracerProvider(shutdown_on_exit=False)
             span = provider.get_tracer("t").start_span("s")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from zenmetry._green import green_library
+from zenmetry._cooperative import green_library
 
 BIN = "/venv/bin"
 

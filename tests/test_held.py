@@ -30,11 +30,11 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from zenmetry import _state
-from zenmetry._held import HeldSpan, HoldingTracer, holding
-from zenmetry._processor import UnitProcessor
-from zenmetry._sampler import AlwaysRecordSampler
-from zenmetry._settings import Settings
+from support.wiring import wired
+from zenmetry.config._settings import Settings
+from zenmetry.export._held_spans import HeldSpan, HoldingTracer, holding
+from zenmetry.export._sampler import AlwaysRecordSampler
+from zenmetry.units._processor import UnitProcessor
 
 OK = {"http.request.method": "GET", "http.response.status_code": 200}
 DB = {"db.system": "postgresql", "db.name": "shop", "net.peer.port": 5432}
@@ -65,20 +65,19 @@ def _setup(
     limits: SpanLimits | None = None,
     sampler: Sampler | None = None,
 ) -> Setup:
-    processor = UnitProcessor(settings, record_metrics=False)
-    provider = TracerProvider(sampler=sampler or AlwaysRecordSampler(ParentBased(ALWAYS_ON)), span_limits=limits)
     exporter = InMemorySpanExporter()
-    provider.add_span_processor(processor.export_to(SimpleSpanProcessor(exporter)))
-    monkeypatch.setattr(_state.state, "processor", processor)
+    processor, _ = wired(settings, SimpleSpanProcessor(exporter))
+    provider = TracerProvider(sampler=sampler or AlwaysRecordSampler(ParentBased(ALWAYS_ON)), span_limits=limits)
+    provider.add_span_processor(processor)
     sdk = provider.get_tracer("opentelemetry.instrumentation.psycopg")
-    return Setup(provider, processor, exporter, sdk, holding(sdk))  # type: ignore[arg-type]
+    return Setup(provider, processor, exporter, sdk, holding(sdk, processor))  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def setup(monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
     made = _setup(monkeypatch, Settings(db_spans="detail", db_spans_ratio=0.0))
     yield made
-    assert made.processor.held == set()
+    assert made.processor._gate.held == set()
     made.provider.shutdown()
 
 
@@ -189,7 +188,7 @@ class TestHeld:
 
     def test_a_tracer_not_the_sdks_is_left_as_it_is(self) -> None:
         tracer = trace.NoOpTracer()
-        assert holding(tracer) is tracer
+        assert holding(tracer, UnitProcessor()) is tracer
 
     def test_with_no_count_limit_the_spans_are_held(self, monkeypatch: pytest.MonkeyPatch) -> None:
         made = _setup(

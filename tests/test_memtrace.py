@@ -15,8 +15,8 @@ from support.harness import Harness
 from support.otlp import Receiver
 from support.processes import TESTS, gunicorn
 from support.source import VIEWS, line_of
-from zenmetry._budgets import Budgets
-from zenmetry._settings import Settings
+from zenmetry.config._budgets import Budgets
+from zenmetry.config._settings import Settings
 
 MIB = 2**20
 KEEPING_LINE = line_of(VIEWS, '_kept.append(b"x" * (mib * 1024 * 1024))')

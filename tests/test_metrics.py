@@ -15,10 +15,11 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.trace import TracerProvider
 
-from zenmetry import _metrics, _names
-from zenmetry._budgets import Budgets
-from zenmetry._metrics import Instruments
-from zenmetry._units import Breach, Figures, FinishedUnit
+from zenmetry import _names
+from zenmetry.config._budgets import Budgets
+from zenmetry.outputs import _metrics
+from zenmetry.outputs._metrics import Instruments
+from zenmetry.units._figures import Breach, Figures, FinishedUnit
 
 DELTA = {Histogram: AggregationTemporality.DELTA, Counter: AggregationTemporality.DELTA}
 BUDGET = Budgets().resolve("http", "x", None)
@@ -189,7 +190,7 @@ def test_without_the_sdk_internals_every_point_takes_the_public_api(monkeypatch:
 def test_the_metrics_sdk_is_not_imported_by_zenmetry_until_a_unit_records_its_points() -> None:
     """The test suite's processor records no metric: it never pays the metrics SDK's import."""
     code = (
-        "import sys; from zenmetry import _processor, _metrics, testing; "
+        "import sys; from zenmetry.units import _processor; from zenmetry.outputs import _metrics; from zenmetry.testing import _api; "
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry.sdk.metrics')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

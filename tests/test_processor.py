@@ -21,10 +21,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from zenmetry._processor import CELERY_SCOPE, UnitProcessor
-from zenmetry._sampler import AlwaysRecordSampler
-from zenmetry._settings import Settings
-from zenmetry._shapes import round_trip
+from zenmetry import outputs
+from zenmetry.config._settings import Settings
+from zenmetry.export._sampler import AlwaysRecordSampler
+from zenmetry.units._processor import CELERY_SCOPE, UnitProcessor
+from zenmetry.units._shapes import round_trip
 
 GET = {"http.request.method": "GET", "http.response.status_code": 200}
 
@@ -60,7 +61,8 @@ class Setup:
 
 def make(sampler: object = None, settings: Settings | None = None) -> Setup:
     reader = InMemoryMetricReader()
-    processor = UnitProcessor(settings, MeterProvider(metric_readers=[reader]))
+    settings = settings or Settings()
+    processor = UnitProcessor(settings, listeners=outputs.listeners(settings, MeterProvider(metric_readers=[reader])))
     provider = TracerProvider(sampler=AlwaysRecordSampler(sampler or ParentBased(ALWAYS_ON)))  # type: ignore[arg-type]
     exporter = InMemorySpanExporter()
     provider.add_span_processor(processor)
@@ -483,7 +485,7 @@ class TestSharedMemory:
         """Two requests open at once (threads, greenlets, ASGI): both say their memory is shared,
         neither is checked against ``memory_mb`` nor recorded as memory growth; the next one,
         alone, is."""
-        from zenmetry._budgets import Budgets
+        from zenmetry.config._budgets import Budgets
 
         path = tmp_path / "zenmetry.toml"
         path.write_text("[http]\nmemory_mb = 0\nqueries = 0\n")

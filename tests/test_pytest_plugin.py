@@ -683,12 +683,12 @@ class TestNothingUnmeasured:
             test_untraced="""
             from django.db import connection
             from ttp.models import Customer
-            from zenmetry import _late
+            from zenmetry.testing import _open_connections
             from zenmetry.testing import assert_budget, recorded
 
             def test_block(customers):
                 connection.ensure_connection()
-                _late._unmeasurable(connection, "an unknown driver")
+                _open_connections._unmeasurable(connection, "an unknown driver")
                 with assert_budget(queries=10):
                     Customer.objects.count()
                     Customer.objects.count()
@@ -705,7 +705,7 @@ class TestNothingUnmeasured:
                 "E       AssertionError: zenmetry: assert_budget at */test_untraced.py:9 missed statements: 2 statement(s) "
                 "ran on the postgresql connection 'default', which was opened before zenmetry instrumented this process "
                 "(an unknown driver), so the block was not measured. Instrument before the first connection opens: "
-                "import zenmetry.testing in conftest.py, or run pytest with --zenmetry (or zenmetry = true in the ini file)",
+                "import zenmetry.testing's helpers in conftest.py (from zenmetry.testing import assert_budget), or run pytest *",
                 "E       AssertionError: zenmetry: recorded() missed statements: 1 statement(s) ran on the postgresql *",
             ]
         )

@@ -6,7 +6,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from support.otlp import Receiver
 from support.processes import gunicorn
-from zenmetry._scrub import scrub, strip_query
+from zenmetry.export._scrub import scrub, strip_query
 
 
 class TestScrub:

@@ -8,7 +8,7 @@ import pytest
 
 from support.budgets import write
 from zenmetry._errors import ConfigError
-from zenmetry._settings import load
+from zenmetry.config._settings import load
 
 
 class TestLoad:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zenmetry import _shapes
-from zenmetry._shapes import MAX_TEXT, normalize_sql, sql_shape
+from zenmetry.units import _shapes
+from zenmetry.units._shapes import MAX_TEXT, normalize_sql, sql_shape
 
 
 class TestNormalizeSql:
@@ -206,7 +206,7 @@ class TestFingerprint:
     def test_not_importing_pglast(self) -> None:
         """The point of the C call: shaping PostgreSQL statements leaves pglast's Python modules unloaded."""
         script = (
-            "import sys; from zenmetry._shapes import sql_shape;"
+            "import sys; from zenmetry.units._shapes import sql_shape;"
             "print(sql_shape('SELECT a FROM t WHERE b = %s', 'postgresql'), 'pglast' in sys.modules)"
         )
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout

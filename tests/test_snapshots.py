@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zenmetry import ConfigError
-from zenmetry._snapshots import Unit, diff, from_data, parse, render, sort_key, stable_text, to_data, unit
+from zenmetry.testing._snapshots import Unit, diff, from_data, parse, render, sort_key, stable_text, to_data, unit
 
 SELECT_BY_ID = 'SELECT "shop_customer"."id" FROM "shop_customer" WHERE "shop_customer"."id" = ?'
 ORDERS = 'SELECT "shop_order"."id" FROM "shop_order"'

@@ -18,11 +18,12 @@ from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from support.external_server import external_server
 from support.otlp import Receiver
 from support.processes import gunicorn
-from zenmetry._processor import CELERY_SCOPE, UnitProcessor
-from zenmetry._sampler import AlwaysRecordSampler
-from zenmetry._scrub import scrub
-from zenmetry._settings import Settings
-from zenmetry._summary import MAX_HELD, in_ratio
+from support.wiring import wired
+from zenmetry.config._settings import Settings
+from zenmetry.export._gate import MAX_HELD, in_ratio
+from zenmetry.export._sampler import AlwaysRecordSampler
+from zenmetry.export._scrub import scrub
+from zenmetry.units._processor import CELERY_SCOPE, UnitProcessor
 
 OK = {"http.request.method": "GET", "http.response.status_code": 200}
 SUMMARIZED = {"db_spans": "detail", "db_spans_ratio": 0.0}
@@ -68,12 +69,12 @@ def db(tracer: trace.Tracer, statement: str) -> None:
 
 @pytest.fixture
 def gated() -> Iterator[Gated]:
-    processor = UnitProcessor(Settings(**SUMMARIZED), record_metrics=False)  # type: ignore[arg-type]
-    provider = TracerProvider(sampler=AlwaysRecordSampler(ParentBased(ALWAYS_ON)))
     exporter = InMemorySpanExporter()
-    provider.add_span_processor(processor.export_to(SimpleSpanProcessor(exporter)))
+    processor, gate = wired(Settings(**SUMMARIZED), SimpleSpanProcessor(exporter))  # type: ignore[arg-type]
+    provider = TracerProvider(sampler=AlwaysRecordSampler(ParentBased(ALWAYS_ON)))
+    provider.add_span_processor(processor)
     yield Gated(provider, processor, exporter)
-    assert processor.held == set(), "no span is held once its unit has ended"
+    assert gate.held == set(), "no span is held once its unit has ended"
     provider.shutdown()
 
 
@@ -151,7 +152,7 @@ class TestVerdict:
         with gated.tracer.start_as_current_span("GET /big", kind=SpanKind.SERVER) as span:
             for i in range(MAX_HELD + 500):
                 db(gated.tracer, f"SELECT {i} FROM t{i}")
-                assert len(gated.processor.held) <= MAX_HELD
+                assert len(gated.processor._gate.held) <= MAX_HELD
             gated.processor.finish(span, "big/", OK)
         attributes = gated.unit("GET /big").attributes
         assert (attributes["zen.db.queries"], attributes["zen.db.spans"]) == (MAX_HELD + 500, "exported")
@@ -173,18 +174,15 @@ class Recording(SimpleSpanProcessor):
 
 
 class TestPassingOn:
-    """The unit processor stands in the provider for the exporting processors it feeds."""
+    """The unit processor stands in the provider for the exporting processors the gate feeds."""
 
     def test_every_exporter_gets_the_same_spans_and_the_provider_one_processor_per_span(self) -> None:
-        processor = UnitProcessor(Settings(**SUMMARIZED), record_metrics=False)  # type: ignore[arg-type]
         first, second = InMemorySpanExporter(), InMemorySpanExporter()
         recording = Recording(second)
-        added = [processor.export_to(SimpleSpanProcessor(first)), processor.export_to(recording)]
-        assert added[0] is processor
-        assert type(added[1]) is SpanProcessor  # the base class's no-op
+        processor, gate = wired(Settings(**SUMMARIZED), SimpleSpanProcessor(first), recording)  # type: ignore[arg-type]
+        assert gate.exporting()
         provider = TracerProvider(sampler=AlwaysRecordSampler(ParentBased(ALWAYS_ON)))
-        for each in added:
-            provider.add_span_processor(each)
+        provider.add_span_processor(processor)
         tracer = provider.get_tracer("tests")
         with tracer.start_as_current_span("GET /bad", kind=SpanKind.SERVER) as span:
             for _ in range(6):

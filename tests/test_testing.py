@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
 from support.processes import TESTS, project_env
-from zenmetry._processor import UnitProcessor
+from zenmetry.units._processor import UnitProcessor
 
 # zenmetry.testing is imported inside the tests that use it: imported by a test module, the
 # plugin would instrument this process with it before the first test (as it does a user's).
@@ -106,7 +106,7 @@ class TestFirstCall:
                 module.Greeter, "greet", lambda wrapped, _, args, kw: "traced " + wrapped(*args)
             )
 
-        from zenmetry.testing import _FirstCall
+        from zenmetry.testing._api import _FirstCall
 
         _FirstCall(load, (("zen_first_call_a", "Greeter", "greet"),)).install()
         assert isinstance(vars(module.Greeter)["greet"], wrapt.FunctionWrapper)  # waiting for its first call
@@ -127,7 +127,7 @@ class TestFirstCall:
         def load() -> None:
             raise RuntimeError("the instrumentation is broken")
 
-        from zenmetry.testing import _FirstCall
+        from zenmetry.testing._api import _FirstCall
 
         _FirstCall(load, (("zen_first_call_b", "Greeter", "greet"),)).install()
         assert module.Greeter().greet("a") == "hello a"

@@ -5,8 +5,8 @@ and task then carries its DB queries, DB time, memory growth, external calls and
 time, checked against the budgets of ``zenmetry.toml``.
 """
 
-from zenmetry._budgets import budget
 from zenmetry._errors import ConfigError
+from zenmetry.config._budgets import budget
 
 __version__ = "0.1.0"
 

@@ -5,7 +5,7 @@ the unit processor ahead of the exporting processor, the configured sampler wrap
 metrics stay exact whatever it drops, span exporters wrapped so that no statement literal
 or query-string value is exported, exporting processors gated so that the DB spans of
 healthy units are summarized by their figures (``ZENMETRY_DB_SPANS``), and an exit bounded to
-``_exit.FLUSH_TIMEOUT_MILLIS`` (the OTLP exporters' timeout too, unless the environment sets one).
+``_outbox.FLUSH_TIMEOUT_MILLIS`` (the OTLP exporters' timeout too, unless the environment sets one).
 """
 
 from __future__ import annotations
@@ -27,16 +27,19 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
     OTEL_TRACES_SAMPLER,
 )
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Sampler, _get_from_env_or_default
 
-from zenmetry import _exit, _state
-from zenmetry._processor import UnitProcessor
-from zenmetry._sampler import AlwaysRecordSampler
-from zenmetry._scrub import ScrubbingExporter
+from zenmetry import _distro, _state, outputs
+from zenmetry.export import _outbox
+from zenmetry.export._gate import ExportGate
+from zenmetry.export._sampler import AlwaysRecordSampler
+from zenmetry.export._scrub import ScrubbingExporter
+from zenmetry.units._processor import UnitProcessor
 
 logger = logging.getLogger("zenmetry")
+_NO_OP: Final = SpanProcessor()
 
 OTEL_CONFIG_FILE = "OTEL_CONFIG_FILE"
 
@@ -51,8 +54,10 @@ class ZenmetryConfigurator(_OTelSDKConfigurator):
     """OpenTelemetry's SDK set-up, plus the unit processor and the always-record sampler."""
 
     def _configure(self, **kwargs: Any) -> None:
-        processor = UnitProcessor(_state.settings(exit_on_error=True))
-        outbox = _exit.Outbox()
+        settings = _distro.settings(exit_on_error=True)
+        gate = ExportGate(settings)
+        processor = UnitProcessor(settings, listeners=outputs.listeners(settings), gate=gate)
+        outbox = _outbox.Outbox()
         if os.environ.get(OTEL_CONFIG_FILE):
             # Declarative configuration ignores configurator arguments: add the processor to
             # whatever provider the file built, and say what is lost.
@@ -72,19 +77,22 @@ class ZenmetryConfigurator(_OTelSDKConfigurator):
         else:
             kwargs["sampler"] = AlwaysRecordSampler(kwargs.get("sampler") or _configured_sampler())
             export_processor = kwargs.get("export_span_processor") or BatchSpanProcessor
-            # Each exporting processor is counted (for the exit's warning) and fed by the unit
-            # processor: a healthy unit's DB spans never reach it. The provider gets the unit
-            # processor in its place (UnitProcessor.export_to).
-            kwargs["export_span_processor"] = lambda exporter, *args, **options: processor.export_to(
-                outbox.span_processor(export_processor, ScrubbingExporter(exporter), *args, **options)
-            )
+
+            # Each exporting processor is counted (for the exit's warning) and fed by the export
+            # gate, which the unit processor feeds: a healthy unit's DB spans never reach it. The
+            # provider gets the unit processor in place of the first, and a no-op for the others.
+            def export_span_processor(exporter: Any, *args: Any, **options: Any) -> SpanProcessor:
+                export = outbox.span_processor(export_processor, ScrubbingExporter(exporter), *args, **options)
+                return processor if gate.add(export) == 1 else _NO_OP
+
+            kwargs["export_span_processor"] = export_span_processor
             kwargs["exporter_args_map"] = _bounded_timeouts(kwargs.get("exporter_args_map"))
             super()._configure(**kwargs)
             provider = trace.get_tracer_provider()
-            if not processor.exporting() and isinstance(provider, TracerProvider):
+            if not gate.exporting() and isinstance(provider, TracerProvider):
                 provider.add_span_processor(processor)  # no trace exporter: measured all the same
         outbox.watch_metrics(metrics.get_meter_provider())
-        _exit.install(outbox)
+        _outbox.install(outbox)
         _state.state.outbox = outbox
         _state.state.processor = processor
 
@@ -95,7 +103,7 @@ def _bounded_timeouts(given: Mapping[type, Mapping[str, Any]] | None) -> dict[ty
     arguments = {exporter: dict(options) for exporter, options in (given or {}).items()}
     for exporter, variable in _TIMEOUTS:
         if not os.environ.get(variable) and not os.environ.get(OTEL_EXPORTER_OTLP_TIMEOUT):
-            arguments.setdefault(exporter, {}).setdefault("timeout", _exit.FLUSH_TIMEOUT_MILLIS / 1000)
+            arguments.setdefault(exporter, {}).setdefault("timeout", _outbox.FLUSH_TIMEOUT_MILLIS / 1000)
     return arguments
 
 
@@ -113,14 +121,12 @@ def configure() -> None:
     process the launcher (or a parent before fork) has already configured. Bad settings
     raise ``zenmetry.ConfigError``.
     """
-    if _state.processor() is not None:
+    if _state.state.processor is not None:
         return
     from opentelemetry.instrumentation.auto_instrumentation._load import _load_instrumentors
 
-    from zenmetry._distro import ZenmetryDistro
-
-    distro = ZenmetryDistro()
+    distro = _distro.ZenmetryDistro()
     distro.configure(exit_on_error=False)
-    _state.settings(exit_on_error=False)
+    _distro.settings(exit_on_error=False)
     ZenmetryConfigurator().configure()
     _load_instrumentors(distro)

@@ -14,6 +14,13 @@ ENV_MEMORY_TRACE: Final = "ZENMETRY_MEMORY_TRACE"
 ENV_DB_SPANS: Final = "ZENMETRY_DB_SPANS"
 ENV_DB_SPANS_RATIO: Final = "ZENMETRY_DB_SPANS_RATIO"
 
+# The Django instrumentation's own variables, honoured by the test suite's middleware as the
+# instrumentation honours them (``zenmetry.testing._django``).
+ENV_DJANGO_INSTRUMENT: Final = "OTEL_PYTHON_DJANGO_INSTRUMENT"
+ENV_DJANGO_MIDDLEWARE_POSITION: Final = "OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION"
+ENV_DJANGO_EXCLUDED_URLS: Final = "OTEL_PYTHON_DJANGO_EXCLUDED_URLS"
+ENV_EXCLUDED_URLS: Final = "OTEL_PYTHON_EXCLUDED_URLS"
+
 DEFAULT_BUDGET_FILE: Final = "zenmetry.toml"
 
 # Kinds of unit.

@@ -1,34 +1,37 @@
-"""zenmetry's global state, all of it: this process's settings, its unit processor, what its
-exporters did not deliver, and what was done once per process.
+"""Global state department: zenmetry's process-wide state, in one place. Don't reload this module.
 
-The launcher calls the distro, then the configurator, then loads the instrumentors; the
-hooks the integrations hand to instrumentors find the processor here. Nothing else in
-zenmetry is global beyond what OpenTelemetry itself imposes, except two per-process handles
-that say why where they are kept (the descriptor ``_memory`` reads the RSS from, and the
-instrumentation's integration object ``integrations.psycopg`` caches per connection), and
-``zenmetry.testing``'s recorder, the in-memory instrumentation a test suite shares.
+What is here is set once per process by the start-up (``_distro``, ``_configurator``) or by
+``zenmetry.testing``, and read by them alone: every other part of zenmetry is handed what it
+needs when it is built (the processor to the integrations' hooks and to the tracers that hold
+spans, the gate and the listeners to the processor) and never looks it up. Nothing here exits
+the process: a bad setting raises ``ConfigError``, and the start-up decides what to do with it.
+
+Kept elsewhere, each where it is read on a hot path or belongs to one library, and each set
+once per process: the descriptor the RSS is read from (``units._memory``, re-opened after a
+fork), the connection tracer of the psycopg integration (``integrations.psycopg.tracer_for``,
+read for every statement), and ``zenmetry.testing``'s recorder (the in-memory instrumentation a
+test suite shares). Caches (statement shapes, call-site classification, operation names) are
+bounded and hold nothing a fresh one would not compute again.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from zenmetry import _settings
-from zenmetry._errors import ConfigError
-from zenmetry._settings import Settings
+from zenmetry.config import _settings
+from zenmetry.config._settings import Settings
 
-if TYPE_CHECKING:  # the processor's hooks import this module
-    from zenmetry._exit import Outbox
-    from zenmetry._processor import UnitProcessor
+if TYPE_CHECKING:
+    from zenmetry.export._outbox import Outbox
+    from zenmetry.units._processor import UnitProcessor
 
 
 @dataclass
 class _State:
     settings: Settings | None = None
     processor: UnitProcessor | None = None
+    """The unit processor of this process, once the configurator (or ``zenmetry.testing``) made it."""
     outbox: Outbox | None = None
     """What the exporters were handed and did not deliver, for the bounded flush at exit."""
     patched: set[str] = field(default_factory=set)
@@ -40,27 +43,11 @@ class _State:
 state = _State()
 
 
-def settings(*, exit_on_error: bool) -> Settings:
-    """The settings, loaded once. A bad setting raises ``ConfigError``, or with
-    ``exit_on_error`` prints one line per problem and exits with status 2 (the launcher
-    swallows exceptions raised while configuring, so stopping is zenmetry's job)."""
+def settings() -> Settings:
+    """The settings, loaded once; a bad setting raises ``ConfigError`` (every problem in it)."""
     if state.settings is None:
-        try:
-            state.settings = _settings.load()
-        except ConfigError as error:
-            if not exit_on_error:
-                raise
-            sys.stderr.write("".join(f"zenmetry: {problem}\n" for problem in error.problems))
-            sys.stderr.write("zenmetry: fix the configuration above; the process was not started\n")
-            sys.stderr.flush()
-            # SystemExit inside sitecustomize becomes "Fatal Python error" with exit status 1.
-            os._exit(2)
+        state.settings = _settings.load()
     return state.settings
-
-
-def processor() -> UnitProcessor | None:
-    """The unit processor of this process, once the configurator has run."""
-    return state.processor
 
 
 def once(what: str) -> bool:

@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from zenmetry import _settings
-from zenmetry._budgets import Budget, Budgets
 from zenmetry._errors import ConfigError
+from zenmetry.config import _settings
+from zenmetry.config._budgets import Budget, Budgets
 
 EXIT_BAD_CONFIG = 2
 

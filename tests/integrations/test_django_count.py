@@ -62,8 +62,10 @@ AGREED = {
 ON_PSYCOPG2 = os.environ.get("ZEN_TEST_PG_DRIVER") == "psycopg2"
 BLOCKS = (
     *AGREED,
-    *("empty_atomic", "iterator", "iterator_in_atomic", "long_iterator", "new_connection", "select_for_update"),
+    *("empty_atomic", "iterator", "iterator_in_atomic", "long_iterator", "select_for_update"),
 )
+NEW_CONNECTION = ("new_connection", "created_receiver")
+"""Blocks that open a connection of their own (no trace of the one open before them)."""
 
 
 @pytest.fixture
@@ -111,13 +113,20 @@ class TestBlocks:
         assert zen.unit().attributes["zen.db.queries"] == len(AGREED[name])
         assert _first_words(_unit_statements(zen)) == AGREED[name]
 
-    @pytest.mark.parametrize("name", sorted(set(BLOCKS) - {"new_connection"}))
+    @pytest.mark.parametrize("name", sorted(BLOCKS))
     def test_queries_are_djangos_and_round_trips_what_libpq_sent(self, zen: Harness, client: Client, name: str) -> None:
         """For every block, zen.db.queries is the number of statements Django captured, and
         zen.db.round_trips the number of exchanges libpq's own trace shows."""
         captured, sent = _django_and_sent(client, name)
         attributes = zen.unit().attributes
         assert (attributes["zen.db.queries"], attributes["zen.db.round_trips"]) == (len(captured), len(sent))
+
+    @pytest.mark.parametrize("name", NEW_CONNECTION)
+    def test_a_new_connections_queries_are_djangos(self, zen: Harness, client: Client, name: str) -> None:
+        """On a connection the block opens, the set-up Django sends through the raw driver is
+        no query, what a ``connection_created`` receiver executes through Django's cursor is."""
+        captured = client.get(f"/count/block/{name}/").json()["django"]
+        assert zen.unit().attributes["zen.db.queries"] == len(captured)
 
     def test_a_server_side_cursor_is_one_query_of_many_round_trips(self, zen: Harness, client: Client) -> None:
         """``iterator()`` is one statement for Django, and one query for zenmetry; for the driver it

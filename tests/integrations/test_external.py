@@ -20,11 +20,11 @@ from support.harness import Harness
 from support.otlp import Receiver
 from support.processes import free_port, gunicorn
 from support.source import VIEWS, site
-from zenmetry._budgets import Budgets
-from zenmetry._findings import Finding
-from zenmetry._settings import Settings
+from zenmetry.config._budgets import Budgets
+from zenmetry.config._settings import Settings
 from zenmetry.integrations.django import check_databases
 from zenmetry.integrations.pymongo import check_mongo_client
+from zenmetry.units._no_timeout import Finding
 
 LIBRARIES = ["requests", "httpx", "httpx-async", "urllib3", "urllib"]
 # What each library raises when its own read timeout expires.

@@ -15,7 +15,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 
 from support.harness import Harness
-from zenmetry._scrub import scrub
+from zenmetry.export._scrub import scrub
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("ZEN_TEST_PG_DRIVER") == "psycopg2", reason="psycopg 3 is hidden on this run"

@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 
 from support.harness import Harness
-from zenmetry._shapes import MAX_TEXT, ROUND_TRIP
 from zenmetry.integrations.pymongo import mongo_shape
+from zenmetry.units._shapes import MAX_TEXT, ROUND_TRIP
 
 
 class TestMongoShape:

@@ -28,17 +28,17 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind, get_current_span
 from psycopg import sql
 
-from zenmetry import _state
-from zenmetry._held import holding
-from zenmetry._lean import LeanTracerProvider
-from zenmetry._processor import UnitProcessor
-from zenmetry._sampler import AlwaysRecordSampler
-from zenmetry._settings import Settings
-from zenmetry._shapes import sql_shape
-from zenmetry._units import FinishedUnit
-from zenmetry.integrations._dbapi import LeanStatements
+from support.wiring import wired
+from zenmetry.config._settings import Settings
+from zenmetry.export._held_spans import holding
+from zenmetry.export._sampler import AlwaysRecordSampler
 from zenmetry.integrations._statements import StatementTracer
 from zenmetry.integrations.psycopg import SCOPE, upstream
+from zenmetry.testing._lean_spans import LeanTracerProvider
+from zenmetry.testing._statements import LeanStatements
+from zenmetry.units._figures import FinishedUnit
+from zenmetry.units._processor import UnitProcessor
+from zenmetry.units._shapes import sql_shape
 
 _Tracer = upstream().tracer
 
@@ -79,7 +79,7 @@ class Made:
             tracer_provider=self.provider,
             **options,
         )
-        integration._tracer = holding(integration._tracer)
+        integration._tracer = holding(integration._tracer, self.processor)
         integration.get_connection_attributes(connection)
         return _Tracer(integration)
 
@@ -95,15 +95,14 @@ class Made:
 def made(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Made]:
     """A provider whose one processor is zenmetry's (held spans) or with another one beside it
     (the SDK's spans)."""
-    processor = UnitProcessor(Settings(db_spans="detail", db_spans_ratio=0.0), record_metrics=False)
-    provider = TracerProvider(sampler=AlwaysRecordSampler(ParentBased(ALWAYS_ON)))
     exporter = InMemorySpanExporter()
-    provider.add_span_processor(processor.export_to(SimpleSpanProcessor(exporter)))
+    processor, gate = wired(Settings(db_spans="detail", db_spans_ratio=0.0), SimpleSpanProcessor(exporter))
+    provider = TracerProvider(sampler=AlwaysRecordSampler(ParentBased(ALWAYS_ON)))
+    provider.add_span_processor(processor)
     if request.param != "held":
         provider.add_span_processor(SpanProcessor())
-    monkeypatch.setattr(_state.state, "processor", processor)
     yield Made(provider, processor, exporter, held=request.param == "held")
-    assert processor.held == set()
+    assert gate.held == set()
     provider.shutdown()
 
 
@@ -249,15 +248,14 @@ class TestLeanStatements:
 
     @pytest.fixture
     def lean(self, monkeypatch: pytest.MonkeyPatch) -> tuple[LeanTracerProvider, UnitProcessor]:
-        processor = UnitProcessor(keep_statements=True, record_metrics=False, write_figures=False)
+        processor = UnitProcessor(keep_statements=True)
         provider = LeanTracerProvider()
         provider.add_span_processor(processor)
-        monkeypatch.setattr(_state.state, "processor", processor)
         return provider, processor
 
     def _unit(self, provider: LeanTracerProvider, processor: UnitProcessor, run: Callable[[], object]) -> FinishedUnit:
         finished: list[FinishedUnit] = []
-        processor.listeners.append(finished.append)
+        processor.listeners.append(lambda unit, span: finished.append(unit))
         with provider.get_tracer("tests").start_as_current_span("GET /", kind=SpanKind.SERVER) as unit:
             run()
             processor.finish(unit, "/", {})
@@ -268,7 +266,7 @@ class TestLeanStatements:
         self, made: Made, lean: tuple[LeanTracerProvider, UnitProcessor], connection: psycopg.Connection[Any]
     ) -> None:
         provider, processor = lean
-        statements = LeanStatements(provider, SCOPE, "postgresql")
+        statements = LeanStatements(provider, SCOPE, "postgresql", processor)
         upstream_tracer = made.tracer(connection)
         cursor = connection.cursor()
         method = EXECUTE.__get__(cursor)
@@ -291,7 +289,7 @@ class TestLeanStatements:
         self, lean: tuple[LeanTracerProvider, UnitProcessor], postgres_db: str
     ) -> None:
         provider, processor = lean
-        statements = LeanStatements(provider, SCOPE, "postgresql")
+        statements = LeanStatements(provider, SCOPE, "postgresql", processor)
 
         async def work() -> None:
             async with await psycopg.AsyncConnection.connect(
@@ -312,5 +310,5 @@ class TestLeanStatements:
         ]
 
     def test_outside_a_unit_nothing_is_traced(self, lean: tuple[LeanTracerProvider, UnitProcessor]) -> None:
-        provider, _ = lean
-        assert LeanStatements(provider, SCOPE, "postgresql")(object()) is None
+        provider, processor = lean
+        assert LeanStatements(provider, SCOPE, "postgresql", processor)(object()) is None

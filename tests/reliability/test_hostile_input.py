@@ -32,12 +32,12 @@ from support.hostile import (
     nested,
     unit_of,
 )
-from zenmetry import _limits
-from zenmetry._budgets import Budgets
 from zenmetry._errors import ConfigError
-from zenmetry._settings import load
-from zenmetry._shapes import MAX_TEXT
+from zenmetry.config import _limits
+from zenmetry.config._budgets import Budgets
+from zenmetry.config._settings import load
 from zenmetry.integrations.pymongo import mongo_shape
+from zenmetry.units._shapes import MAX_TEXT
 
 # Spans started by other threads of this process in earlier tests (the SDK's id generator draws
 # from the global ``random``) change its state while Hypothesis draws, which Hypothesis takes

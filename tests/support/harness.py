@@ -17,11 +17,11 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind
 from opentelemetry.util._importlib_metadata import entry_points
 
-from zenmetry import _state
+from zenmetry import _state, outputs
 from zenmetry._distro import ZenmetryDistro
-from zenmetry._processor import UnitProcessor
-from zenmetry._sampler import AlwaysRecordSampler
-from zenmetry._settings import Settings
+from zenmetry.config._settings import Settings
+from zenmetry.export._sampler import AlwaysRecordSampler
+from zenmetry.units._processor import UnitProcessor
 
 INSTRUMENTED = {
     "django",
@@ -51,11 +51,10 @@ class Harness:
     def reset(self, settings: Settings | None = None) -> None:
         """Forget spans; fresh metrics and the given settings for the next test."""
         self.exporter.clear()
-        self.processor.forget_findings()
-        self.processor.forget_memory_traces()
+        self.processor.forget()
         self.reader = InMemoryMetricReader()
-        self.processor.settings = settings or Settings()
-        self.processor.use_meter_provider(MeterProvider(metric_readers=[self.reader]))
+        self.processor.settings = settings = settings or Settings()
+        self.processor.listeners = outputs.listeners(settings, MeterProvider(metric_readers=[self.reader]))
 
     def units(self) -> list[ReadableSpan]:
         return [span for span in self.exporter.get_finished_spans() if "zen.unit.kind" in (span.attributes or {})]
@@ -106,7 +105,7 @@ def instrument() -> Harness:
     exporter = InMemorySpanExporter()
     meter_provider = MeterProvider()
     tracer_provider = TracerProvider(sampler=AlwaysRecordSampler(ParentBased(ALWAYS_ON)))
-    processor = UnitProcessor(meter_provider=meter_provider)
+    processor = UnitProcessor(listeners=outputs.listeners(Settings(), meter_provider))
     tracer_provider.add_span_processor(processor)
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(tracer_provider)

@@ -27,9 +27,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind
 
-from zenmetry._processor import UnitProcessor
-from zenmetry._sampler import AlwaysRecordSampler
-from zenmetry._scrub import ScrubbingExporter
+from zenmetry import outputs
+from zenmetry.config._settings import Settings
+from zenmetry.export._sampler import AlwaysRecordSampler
+from zenmetry.export._scrub import ScrubbingExporter
+from zenmetry.units._processor import UnitProcessor
 
 MARK = "ZQX"
 SYSTEMS = ("postgresql", "mysql", "sqlite", "mssql", "oracle")
@@ -70,7 +72,9 @@ class Pipeline:
 
     exporter: InMemorySpanExporter = field(default_factory=InMemorySpanExporter)
     processor: UnitProcessor = field(
-        default_factory=lambda: UnitProcessor(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+        default_factory=lambda: UnitProcessor(
+            listeners=outputs.listeners(Settings(), MeterProvider(metric_readers=[InMemoryMetricReader()]))
+        )
     )
     provider: TracerProvider = field(
         default_factory=lambda: TracerProvider(sampler=AlwaysRecordSampler(ParentBased(ALWAYS_ON)))

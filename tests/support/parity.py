@@ -68,7 +68,7 @@ def run(mode: str) -> None:
 
     ContentType.objects.get_for_model(Shop)  # looked up once per process: before, not in a unit
     finished: list[object] = []
-    processor.listeners.append(finished.append)
+    processor.listeners.append(lambda unit, span: finished.append(unit))
     client = Client(raise_request_exception=False)
     for page in PAGES:
         response = client.get(page)

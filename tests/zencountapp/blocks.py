@@ -169,6 +169,25 @@ def iterator() -> None:
     assert len(list(Product.objects.filter(shop=shop).iterator(chunk_size=2))) == 5
 
 
+def created_receiver() -> None:
+    """A new connection whose ``connection_created`` receiver sets the session up through
+    Django's cursor (logged by Django, so a query), then the ORM's statement."""
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+
+    def set_up(sender: object, connection: object, **kwargs: object) -> None:
+        with connection.cursor() as cursor:  # type: ignore[attr-defined]
+            cursor.execute("SET search_path TO public")
+
+    connection_created.connect(set_up, dispatch_uid="zen-count-created")
+    try:
+        connection.close()
+        Shop.objects.exists()
+    finally:
+        connection_created.disconnect(dispatch_uid="zen-count-created")
+        connection.close()  # the next use connects as usual
+
+
 def iterator_in_atomic() -> None:
     """The same inside ``atomic()``: BEGIN, the shop, the products, DECLARE (a cursor without
     hold), then COMMIT; 4 FETCH and a CLOSE for the driver."""
@@ -202,6 +221,7 @@ BLOCKS: dict[str, Callable[[], None]] = {
         long_iterator,
         new_connection,
         iterator,
+        created_receiver,
         iterator_in_atomic,
         select_for_update,
     )

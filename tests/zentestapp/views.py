@@ -259,7 +259,7 @@ def raw_literal(request: HttpRequest, i: int) -> JsonResponse:
 def shape_caches(request: HttpRequest) -> JsonResponse:
     """The statement-shape cache of this process, which the export's scrubbing shares (for
     benchmarks/soak.py)."""
-    from zenmetry import _shapes
+    from zenmetry.units import _shapes
 
     return JsonResponse({"sql_shape": _shapes.sql_shape.cache_info()._asdict()})
 

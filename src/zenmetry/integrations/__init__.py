@@ -3,9 +3,10 @@
 Every integration has the same small shape (``Integration``): whether its library is present,
 what it does before the instrumentor loads (wrap the library, hand the instrumentor a hook),
 what after, and when the instrumentor may load (now, or for Django once its settings can be
-read). ``INTEGRATIONS`` maps an instrumentor's entry-point name to the module of its
-integration; the distro loops over it. An integration module is imported only when its
-instrumentor loads, which the launcher does only for libraries that are installed.
+read). The distro hands each the unit processor its hooks report to; none looks it up.
+``INTEGRATIONS`` maps an instrumentor's entry-point name to the module of its integration; the
+distro loops over it. An integration module is imported only when its instrumentor loads, which
+the launcher does only for libraries that are installed.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import importlib
 import importlib.util
 import logging
 from collections.abc import Callable
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from zenmetry import _state
-from zenmetry._findings import Finding
+from zenmetry.units._no_timeout import Finding
+
+if TYPE_CHECKING:
+    from zenmetry.units._processor import UnitProcessor
 
 logger = logging.getLogger("zenmetry")
 
@@ -34,10 +38,11 @@ class Integration:
         except (ImportError, ValueError):
             return False
 
-    def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
-        """Runs before the instrumentor loads; may add to the instrumentor's ``kwargs``."""
+    def before(self, entry_point: str, kwargs: dict[str, Any], processor: UnitProcessor) -> None:
+        """Runs before the instrumentor loads; may add to the instrumentor's ``kwargs``. Its hooks
+        report to ``processor``."""
 
-    def after(self, entry_point: str) -> None:
+    def after(self, entry_point: str, processor: UnitProcessor) -> None:
         """Runs once the instrumentor has loaded."""
 
     def load(self, instrument: Callable[[], None]) -> None:
@@ -68,13 +73,11 @@ def for_entry_point(name: str) -> Integration | None:
     return integration
 
 
-def report(finding: Finding) -> None:
+def report(finding: Finding, processor: UnitProcessor) -> None:
     """A connection without timeouts: warn once per process and connection, and queue the
     event for the next unit the processor finishes."""
     if finding.source in _state.state.reported:
         return
     _state.state.reported.add(finding.source)
     logger.warning(finding.message())
-    processor = _state.processor()
-    if processor is not None:
-        processor.note_config(finding)
+    processor.note_config(finding)

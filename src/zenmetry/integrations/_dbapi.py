@@ -1,9 +1,10 @@
-"""DB spans for the round trips the DB-API instrumentations miss, and the statement spans of a test suite.
+"""DB spans for the round trips the DB-API instrumentations miss.
 
 Shared by the psycopg and psycopg2 integrations. A tracer here is what ``tracer_for(connection)``
 gives: the instrumentation's own cursor tracer (``_statements.StatementTracer``), whose spans
 have the name, kind and attributes of the instrumentation's (so the processor, the export guard
-and the verdict treat them like any other DB call), or, in a test suite, ``LeanStatements``.
+and the verdict treat them like any other DB call), or, in a test suite, the lean statements of
+``zenmetry.testing`` (the same spans, with what the processor reads).
 These round trips (``BEGIN``, ``COMMIT``, ``ROLLBACK``, a cursor's ``FETCH``, ``MOVE`` and
 ``CLOSE``, psycopg's own savepoints) are the driver's, not statements the application executed:
 they count as round trips and DB time, never as queries or a repeated statement
@@ -20,12 +21,8 @@ from typing import Any, Final, Protocol, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, get_current, set_value
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation import _SPAN_KEY
-
-from zenmetry import _state
-from zenmetry._names import DB_STATEMENT, DB_SYSTEM
-from zenmetry._shapes import round_trip
 
 T = TypeVar("T")
 _CLIENT: Final = SpanKind.CLIENT
@@ -81,52 +78,6 @@ async def run_in_span_async(span: Any, method: Callable[..., Any], args: Any, kw
         span.end()
 
 
-class LeanStatements:
-    """A test suite's statement spans (``zenmetry.testing``): the unit processor reads a DB
-    span's system, statement, times and parent, and nothing in a test reads the rest (the name,
-    ``db.name``, ``db.user``, ``net.peer.*``), so only those are made, with no instrumentation
-    loaded. One for every connection: ``tracer_for`` it is, or None outside a unit."""
-
-    def __init__(self, tracer_provider: trace.TracerProvider, scope: str, system: str) -> None:
-        self._tracer = tracer_provider.get_tracer(scope)
-        self._system = system
-
-    def __call__(self, connection: Any) -> LeanStatements | None:
-        # Outside a recording span nothing is traced (the lean tracer would hand out the API's
-        # invalid span): a test's own set-up statements go straight to the driver.
-        return self if trace.get_current_span().is_recording() else None
-
-    def execute(self, cursor: Any, method: Callable[..., T], args: Any, kwargs: Any) -> T:
-        span = self._start(cursor, args)
-        if span is INVALID_SPAN:
-            return method(*args, **kwargs)
-        return run_in_span(span, method, args, kwargs)
-
-    async def execute_async(self, cursor: Any, method: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-        span = self._start(cursor, args)
-        if span is INVALID_SPAN:
-            return await method(*args, **kwargs)
-        return await run_in_span_async(span, method, args, kwargs)
-
-    def _start(self, cursor: Any, args: Any) -> Any:
-        statement = args[0] if args else ""  # as the instrumentation: a statement passed by keyword is none
-        if statement.__class__ is not str:
-            statement = _text(cursor, statement)
-        return self._tracer.start_span(
-            self._system, kind=_CLIENT, attributes={DB_SYSTEM: self._system, DB_STATEMENT: statement}
-        )
-
-    def command(self, target: Any, statement: str) -> Any:
-        span = self._tracer.start_span(
-            self._system, kind=_CLIENT, attributes={DB_SYSTEM: self._system, DB_STATEMENT: statement}
-        )
-        if span is not INVALID_SPAN:
-            processor = _state.processor()
-            if processor is not None:
-                processor.note_shape(span, round_trip(statement))
-        return span
-
-
 def traced_here(scope: str) -> bool:
     """Whether a DB call of ``scope`` starting now is traced on its own: instrumentation is not
     suppressed (``is_instrumentation_enabled``) and the current span is not a DB call of
@@ -145,7 +96,7 @@ def traced_here(scope: str) -> bool:
     return getattr(getattr(span, "_instrumentation_scope", None), "name", None) != scope
 
 
-def _text(cursor: Any, statement: Any) -> str:
+def statement_text(cursor: Any, statement: Any) -> str:
     """A statement that is not a ``str``, as the instrumentation's ``get_statement`` reads it."""
     try:
         if isinstance(statement, bytes):

@@ -17,10 +17,11 @@ from opentelemetry.instrumentation.dbapi import CursorTracer, DatabaseApiIntegra
 from opentelemetry.sdk.trace import Tracer
 from opentelemetry.trace import SpanKind
 
-from zenmetry import _guard, _state
-from zenmetry._held import HeldSpan, HoldingTracer, holding
-from zenmetry._shapes import round_trip
+from zenmetry import _guard
+from zenmetry.export._held_spans import HeldSpan, HoldingTracer, holding
 from zenmetry.integrations._dbapi import run_in_span, run_in_span_async
+from zenmetry.units._processor import UnitProcessor
+from zenmetry.units._shapes import round_trip
 
 T = TypeVar("T")
 _CLIENT: Final = SpanKind.CLIENT
@@ -45,6 +46,8 @@ class StatementTracer(CursorTracer[Any]):
     """
 
     _names: dict[str, str]
+    _processor: UnitProcessor
+    """The unit processor the round trips are noted for (given by ``Tracers``)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -118,9 +121,7 @@ class StatementTracer(CursorTracer[Any]):
         span = integration._tracer.start_span(name, kind=_CLIENT)  # noqa: SLF001
         try:
             self._populate_span(span, target, statement)  # type: ignore[arg-type]
-            processor = _state.processor()
-            if processor is not None:
-                processor.note_shape(span, round_trip(statement))
+            self._processor.note_shape(span, round_trip(statement))
         except Exception:  # noqa: BLE001
             _guard.swallow("a DB span's attributes")
         return span
@@ -159,6 +160,9 @@ class Tracers:
     tracer makes held spans (_held) where its spans' export waits for their unit's verdict.
     """
 
+    _processor: UnitProcessor
+    """Given by ``remember``, before the first connection is traced."""
+
     _OPTIONS: Final = ("tracer_provider", "enable_commenter", "commenter_options", "enable_attribute_commenter")
 
     def __init__(self, scope: str, instrumentor: Any, module: Any, version: str, tracer: type[StatementTracer]) -> None:
@@ -172,8 +176,10 @@ class Tracers:
         # one connection, and a weak dictionary's look-up is a Python call making a reference.
         self._last: tuple[weakref.ref[Any], StatementTracer] | None = None
 
-    def remember(self, kwargs: dict[str, Any]) -> None:
-        """Keep the options the instrumentor is given (its ``before`` hook)."""
+    def remember(self, kwargs: dict[str, Any], processor: UnitProcessor) -> None:
+        """Keep the options the instrumentor is given (its ``before`` hook), and the processor
+        whose units the spans belong to."""
+        self._processor = processor
         self._options.update({key: kwargs[key] for key in self._OPTIONS if key in kwargs})
         self._options["capture_parameters"] = kwargs.get("capture_parameters", False)
 
@@ -193,12 +199,13 @@ class Tracers:
                     **self._options,
                 )
                 # Its spans wait for their unit's verdict as held spans (_held).
-                self._template._tracer = holding(self._template._tracer)  # noqa: SLF001
+                self._template._tracer = holding(self._template._tracer, self._processor)  # noqa: SLF001
             # A copy (copy.copy is a Python walk through __reduce_ex__, 20 us; this is 1 us).
             integration = object.__new__(DatabaseApiIntegration)
             integration.__dict__.update(self._template.__dict__)
             integration.connection_props, integration.span_attributes = {}, {}
             integration.get_connection_attributes(connection)
             tracer = self._by_connection[connection] = self.tracer(integration)
+            tracer._processor = self._processor  # noqa: SLF001
         self._last = (weakref.ref(connection), tracer)
         return tracer

@@ -4,34 +4,38 @@ pool process needs before it exits.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Final
 
 from opentelemetry import trace
 
-from zenmetry import _exit, _guard, _names, _state
-from zenmetry._budgets import budget_of
+from zenmetry import _guard, _names, _state
+from zenmetry.config._budgets import budget_of
+from zenmetry.export import _outbox
 from zenmetry.integrations import Integration
+from zenmetry.units._processor import UnitProcessor
 
 
 class CeleryIntegration(Integration):
     library = "celery"
 
-    def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
+    def before(self, entry_point: str, kwargs: dict[str, Any], processor: UnitProcessor) -> None:
         # Connected before the instrumentation's own receivers, which end the span.
-        connect()
+        connect(processor)
 
-    def after(self, entry_point: str) -> None:
+    def after(self, entry_point: str, processor: UnitProcessor) -> None:
         # Connected after the instrumentation's task_prerun, which starts the span.
         if _state.once("celery task_prerun"):
             from celery import signals
 
-            signals.task_prerun.connect(_on_task_prerun, weak=False, dispatch_uid="zenmetry.task_prerun")
+            receiver = partial(_on_task_prerun, processor)
+            signals.task_prerun.connect(receiver, weak=False, dispatch_uid="zenmetry.task_prerun")
 
 
 INTEGRATION: Final = CeleryIntegration()
 
 
-def connect() -> None:
+def connect(processor: UnitProcessor) -> None:
     """Connect zenmetry's receivers (once per process); call before the Celery instrumentor
     connects its own.
 
@@ -42,13 +46,14 @@ def connect() -> None:
         return
     from celery import signals
 
-    signals.task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="zenmetry.task_postrun")
+    signals.task_postrun.connect(partial(_on_task_postrun, processor), weak=False, dispatch_uid="zenmetry.task_postrun")
     signals.worker_process_shutdown.connect(_flush, weak=False, dispatch_uid="zenmetry.worker_process_shutdown")
 
 
-def _on_task_prerun(*, task_id: str | None = None, task: Any = None, **_: Any) -> None:
-    processor = _state.processor()
-    if processor is None or task is None:
+def _on_task_prerun(
+    processor: UnitProcessor, *args: Any, task_id: str | None = None, task: Any = None, **_: Any
+) -> None:
+    if task is None:
         return
     try:
         processor.note_unit(_task_span(task, task_id), task.name, budget_of(task))
@@ -56,9 +61,15 @@ def _on_task_prerun(*, task_id: str | None = None, task: Any = None, **_: Any) -
         _guard.swallow("the Celery task_prerun receiver")
 
 
-def _on_task_postrun(*, task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
-    processor = _state.processor()
-    if processor is None or task is None:
+def _on_task_postrun(
+    processor: UnitProcessor,
+    *args: Any,
+    task_id: str | None = None,
+    task: Any = None,
+    state: str | None = None,
+    **_: Any,
+) -> None:
+    if task is None:
         return
     try:
         span = _task_span(task, task_id)
@@ -73,10 +84,10 @@ def _flush(**_: Any) -> None:
     billiard ends pool processes with ``os._exit()``, so the SDK's exit handlers never run:
     without this, every span and metric point of a process recycled by
     ``--max-tasks-per-child`` is lost (opentelemetry-python-contrib #4916). Traces and metrics
-    flush side by side, and the process waits for them at most ``_exit.FLUSH_TIMEOUT_MILLIS``
+    flush side by side, and the process waits for them at most ``_outbox.FLUSH_TIMEOUT_MILLIS``
     in all: a collector that is down must delay a recycled process by seconds, not minutes.
     """
-    _exit.flush(_state.state.outbox)
+    _outbox.flush(_state.state.outbox)
 
 
 def _task_span(task: Any, task_id: str | None) -> Any:

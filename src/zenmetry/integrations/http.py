@@ -18,6 +18,8 @@ changed.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Final
 
 import wrapt
@@ -25,6 +27,7 @@ from opentelemetry import trace
 
 from zenmetry import _guard, _state
 from zenmetry.integrations import Integration
+from zenmetry.units._processor import UnitProcessor
 
 
 class HttpIntegration(Integration):
@@ -32,16 +35,16 @@ class HttpIntegration(Integration):
 
     library = "urllib.request"
 
-    def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
+    def before(self, entry_point: str, kwargs: dict[str, Any], processor: UnitProcessor) -> None:
         # Before the instrumentation: for httpx both wrap one method, and the timeout check
         # must run inside the call's span.
-        install(entry_point)
+        install(entry_point, processor)
 
 
 INTEGRATION: Final = HttpIntegration()
 
 
-def install(library: str) -> None:
+def install(library: str, processor: UnitProcessor) -> None:
     """Wrap ``library`` (an instrumentation's entry-point name) once per process.
 
     Called before the OpenTelemetry instrumentation of that library is loaded, so that for
@@ -49,14 +52,11 @@ def install(library: str) -> None:
     """
     target = "urllib3" if library == "requests" else library
     if target in _WRAPPERS and _state.once(f"http timeouts of {target}"):
-        _WRAPPERS[target]()
+        _WRAPPERS[target](processor)
 
 
-def _report(method: str, address: str | None) -> float | None:
+def _report(processor: UnitProcessor, method: str, address: str | None) -> float | None:
     """Count a call without a timeout; return the timeout to give it, if any."""
-    processor = _state.processor()
-    if processor is None:
-        return None
     processor.note_no_timeout(trace.get_current_span(), method, address or "")
     return processor.settings.http_timeout
 
@@ -64,11 +64,13 @@ def _report(method: str, address: str | None) -> float | None:
 # -- urllib3 and requests -----------------------------------------------------------------
 
 
-def _wrap_urllib3() -> None:
-    wrapt.wrap_function_wrapper("urllib3.connectionpool", "HTTPConnectionPool._make_request", _urllib3_make_request)
+def _wrap_urllib3(processor: UnitProcessor) -> None:
+    wrapt.wrap_function_wrapper(
+        "urllib3.connectionpool", "HTTPConnectionPool._make_request", partial(_urllib3_make_request, processor)
+    )
 
 
-def _urllib3_make_request(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+def _urllib3_make_request(processor: UnitProcessor, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     try:
         from urllib3.util.timeout import Timeout
 
@@ -79,7 +81,7 @@ def _urllib3_make_request(wrapped: Any, instance: Any, args: Any, kwargs: Any) -
         # connect timer starts); otherwise the read timeout, resolved as urllib3 resolves it.
         if timeout.total is None and Timeout.resolve_default_timeout(timeout.read_timeout) is None:
             method = args[1] if len(args) > 1 else kwargs.get("method", "")
-            seconds = _report(str(method), instance.host)
+            seconds = _report(processor, str(method), instance.host)
             if seconds is not None:
                 connect = Timeout.resolve_default_timeout(timeout.connect_timeout)
                 filled = Timeout(connect=seconds if connect is None else connect, read=seconds)
@@ -98,17 +100,18 @@ _URLLIB3_TIMEOUT_INDEX = 6  # _make_request(conn, method, url, body, headers, re
 # -- httpx -----------------------------------------------------------------------------------
 
 
-def _wrap_httpx() -> None:
-    wrapt.wrap_function_wrapper("httpx", "HTTPTransport.handle_request", _httpx_handle_request)
-    wrapt.wrap_function_wrapper("httpx", "AsyncHTTPTransport.handle_async_request", _httpx_handle_request)
+def _wrap_httpx(processor: UnitProcessor) -> None:
+    check = partial(_httpx_handle_request, processor)
+    wrapt.wrap_function_wrapper("httpx", "HTTPTransport.handle_request", check)
+    wrapt.wrap_function_wrapper("httpx", "AsyncHTTPTransport.handle_async_request", check)
 
 
-def _httpx_handle_request(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+def _httpx_handle_request(processor: UnitProcessor, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     try:
         request = args[0] if args else kwargs["request"]
         timeout = request.extensions.get("timeout") or {}
         if timeout.get("read") is None:
-            seconds = _report(request.method, request.url.host)
+            seconds = _report(processor, request.method, request.url.host)
             if seconds is not None:
                 request.extensions["timeout"] = {
                     phase: seconds if timeout.get(phase) is None else timeout[phase]
@@ -122,18 +125,18 @@ def _httpx_handle_request(wrapped: Any, instance: Any, args: Any, kwargs: Any) -
 # -- urllib.request ----------------------------------------------------------------------------
 
 
-def _wrap_urllib() -> None:
-    wrapt.wrap_function_wrapper("urllib.request", "AbstractHTTPHandler.do_open", _urllib_do_open)
+def _wrap_urllib(processor: UnitProcessor) -> None:
+    wrapt.wrap_function_wrapper("urllib.request", "AbstractHTTPHandler.do_open", partial(_urllib_do_open, processor))
 
 
-def _urllib_do_open(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+def _urllib_do_open(processor: UnitProcessor, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     try:
         request = args[1] if len(args) > 1 else kwargs["req"]
         timeout = getattr(request, "timeout", None)
         if timeout is socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]  # noqa: SLF001
             timeout = socket.getdefaulttimeout()
         if timeout is None:
-            seconds = _report(request.get_method(), request.host.split(":")[0] if request.host else None)
+            seconds = _report(processor, request.get_method(), request.host.split(":")[0] if request.host else None)
             if seconds is not None:
                 request.timeout = seconds
     except Exception:  # noqa: BLE001
@@ -141,4 +144,8 @@ def _urllib_do_open(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     return wrapped(*args, **kwargs)
 
 
-_WRAPPERS = {"urllib3": _wrap_urllib3, "httpx": _wrap_httpx, "urllib": _wrap_urllib}
+_WRAPPERS: Final[dict[str, Callable[[UnitProcessor], None]]] = {
+    "urllib3": _wrap_urllib3,
+    "httpx": _wrap_httpx,
+    "urllib": _wrap_urllib,
+}

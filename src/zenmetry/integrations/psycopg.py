@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Generator
+from functools import partial
 from typing import Any, Final
 
 import psycopg
@@ -39,9 +40,10 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from psycopg import pq
 from psycopg.sql import Composable
 
-from zenmetry import _guard, _state
+from zenmetry import _guard
 from zenmetry.integrations import Integration
-from zenmetry.integrations._dbapi import LeanStatements, Statements, spanned, traced_here
+from zenmetry.integrations._dbapi import Statements, spanned, traced_here
+from zenmetry.units._processor import UnitProcessor
 
 SCOPE: Final = "opentelemetry.instrumentation.psycopg"
 _IDLE: Final = pq.TransactionStatus.IDLE
@@ -63,53 +65,49 @@ def upstream() -> Any:
     return Tracers(SCOPE, PsycopgInstrumentor, psycopg, __version__, Tracer)
 
 
-def _upstream_for(connection: Any) -> Statements | None:
-    return upstream()(connection)  # type: ignore[no-any-return]
+def _untraced(connection: Any) -> Statements | None:
+    return None
 
 
-tracer_for: Callable[[Any], Statements | None] = _upstream_for
-"""A connection's statement tracer: the instrumentation's (``upstream()``), or a test suite's
-``LeanStatements`` (``measure_statements``), which is None where nothing is traced."""
+tracer_for: Callable[[Any], Statements | None] = _untraced
+"""A connection's statement tracer, None where nothing is traced: the instrumentation's
+(``upstream()``), or a test suite's (``zenmetry.testing``); given once, by ``trace_psycopg``.
+A module global, read for every statement (an attribute of an object would cost a look-up more)."""
 
 
 class PsycopgIntegration(Integration):
     library = "psycopg"
 
-    def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
-        global tracer_for  # noqa: PLW0603
-        tracers = upstream()
-        tracers.remember(kwargs)
-        tracer_for = tracers
+    def before(self, entry_point: str, kwargs: dict[str, Any], processor: UnitProcessor) -> None:
+        upstream().remember(kwargs, processor)
 
-    def after(self, entry_point: str) -> None:
+    def after(self, entry_point: str, processor: UnitProcessor) -> None:
         # Upstream's connect wrappers swap the connection's cursor_factory: take them off.
         # Read from __dict__: through the class, a wrapped classmethod would come back bound.
         for owner in (psycopg, psycopg.Connection, psycopg.AsyncConnection):
             wrapper = vars(owner).get("connect")
             if isinstance(wrapper, wrapt.BaseObjectProxy):
                 setattr(owner, "connect", wrapper.__wrapped__)  # noqa: B010
-        trace_psycopg()
+        trace_psycopg(upstream(), processor)
 
 
 INTEGRATION: Final = PsycopgIntegration()
 
 
-def measure_statements(tracer_provider: trace.TracerProvider) -> None:
-    """A test suite's psycopg tracing (``zenmetry.testing``): the same round trips traced, by
-    ``LeanStatements``, without the instrumentation."""
-    global tracer_for  # noqa: PLW0603
-    tracer_for = LeanStatements(tracer_provider, SCOPE, "postgresql")
-    trace_psycopg()
-
-
-def trace_psycopg() -> None:
-    """Wrap psycopg's cursor and connection classes (see the module docstring)."""
+def trace_psycopg(statements: Callable[[Any], Statements | None], processor: UnitProcessor) -> None:
+    """Trace psycopg's round trips with ``statements`` (a connection's tracer, None where nothing
+    is traced), for ``processor``'s units: wrap its cursor and connection classes (see the
+    module docstring)."""
+    global tracer_for  # noqa: PLW0603 - given once per process, before any statement
+    tracer_for = statements
     for name in ("Cursor.execute", "Cursor.executemany", "ServerCursor.execute"):
         wrapt.wrap_function_wrapper("psycopg", name, _statement)
     for name in ("AsyncCursor.execute", "AsyncCursor.executemany", "AsyncServerCursor.execute"):
         wrapt.wrap_function_wrapper("psycopg", name, _statement_async)
     wrapt.wrap_function_wrapper("psycopg._connection_base", "BaseConnection._exec_command", _command)
-    wrapt.wrap_function_wrapper("psycopg._server_cursor_base", "ServerCursorMixin._describe_gen", _describe)
+    wrapt.wrap_function_wrapper(
+        "psycopg._server_cursor_base", "ServerCursorMixin._describe_gen", partial(_describe, processor)
+    )
 
 
 # -- statements ------------------------------------------------------------------------
@@ -192,14 +190,12 @@ def _close_server_cursor(cursor: Any) -> Generator[Any, Any, None]:
     cursor._described = False  # noqa: SLF001
 
 
-def _describe(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+def _describe(processor: UnitProcessor, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     generator = wrapped(*args, **kwargs)
     try:
         connection = instance._conn  # noqa: SLF001
-        processor = _state.processor()
         if (
-            processor is not None
-            and not connection._pipeline  # noqa: SLF001
+            not connection._pipeline  # noqa: SLF001
             and not context.get_value(_SUPPRESS_INSTRUMENTATION_KEY)
             and tracer_for(connection) is not None
         ):

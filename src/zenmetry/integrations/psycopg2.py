@@ -37,6 +37,7 @@ from zenmetry import _guard
 from zenmetry.integrations import Integration
 from zenmetry.integrations._dbapi import call_in_span, traced_here
 from zenmetry.integrations._statements import StatementTracer, Tracers
+from zenmetry.units._processor import UnitProcessor
 
 SCOPE: Final = "opentelemetry.instrumentation.psycopg2"
 _UPSTREAM: Final = "opentelemetry.instrumentation.psycopg2"
@@ -69,10 +70,10 @@ tracer_for: Final = Tracers(SCOPE, Psycopg2Instrumentor, psycopg2, __version__, 
 class Psycopg2Integration(Integration):
     library = "psycopg2"
 
-    def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
-        tracer_for.remember(kwargs)
+    def before(self, entry_point: str, kwargs: dict[str, Any], processor: UnitProcessor) -> None:
+        tracer_for.remember(kwargs, processor)
 
-    def after(self, entry_point: str) -> None:
+    def after(self, entry_point: str, processor: UnitProcessor) -> None:
         wrapt.wrap_function_wrapper(_UPSTREAM, "_new_cursor_factory", _factory_made)
         for name in _EXTRAS:
             trace_cursor_class(getattr(psycopg2.extras, name), statements=True)

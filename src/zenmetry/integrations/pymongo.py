@@ -9,14 +9,16 @@ the command and the filter's keys, from which the shape is built without any val
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, Final
 
 import wrapt
 
-from zenmetry import _guard, _state
-from zenmetry._findings import Finding
-from zenmetry._shapes import MAX_TEXT, ROUND_TRIP, exportable
+from zenmetry import _guard
 from zenmetry.integrations import Integration, report
+from zenmetry.units._no_timeout import Finding
+from zenmetry.units._processor import UnitProcessor
+from zenmetry.units._shapes import MAX_TEXT, ROUND_TRIP, exportable
 
 _MAX_ITEMS = 20
 """A list of documents (``$or``, a pipeline) shows at most its first 20 shapes."""
@@ -28,19 +30,17 @@ _MAX_DEPTH = 20
 class PymongoIntegration(Integration):
     library = "pymongo"
 
-    def before(self, entry_point: str, kwargs: dict[str, Any]) -> None:
-        kwargs.setdefault("request_hook", request_hook)
-        watch_clients()
+    def before(self, entry_point: str, kwargs: dict[str, Any], processor: UnitProcessor) -> None:
+        kwargs.setdefault("request_hook", partial(request_hook, processor))
+        watch_clients(processor)
 
 
 INTEGRATION: Final = PymongoIntegration()
 
 
-def request_hook(span: Any, event: Any) -> None:
-    """``PymongoInstrumentor(request_hook=...)``: note the command's shape for its unit."""
-    processor = _state.processor()
-    if processor is None:
-        return
+def request_hook(processor: UnitProcessor, span: Any, event: Any) -> None:
+    """``PymongoInstrumentor(request_hook=partial(request_hook, processor))``: note the command's
+    shape for its unit."""
     try:
         processor.note_shape(span, mongo_shape(event.command))
     except Exception:  # noqa: BLE001
@@ -63,17 +63,17 @@ def check_mongo_client(client: Any) -> Finding | None:
     return Finding("mongodb", f"MongoClient({seeds})", tuple(missing))
 
 
-def watch_clients() -> None:
+def watch_clients(processor: UnitProcessor) -> None:
     """Check every ``MongoClient`` as it is created."""
-    wrapt.wrap_function_wrapper("pymongo", "MongoClient.__init__", _client_created)
+    wrapt.wrap_function_wrapper("pymongo", "MongoClient.__init__", partial(_client_created, processor))
 
 
-def _client_created(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+def _client_created(processor: UnitProcessor, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     result = wrapped(*args, **kwargs)
     try:
         finding = check_mongo_client(instance)
         if finding is not None:
-            report(finding)
+            report(finding, processor)
     except Exception:  # noqa: BLE001
         _guard.swallow("the MongoClient timeout check")
     return result

@@ -6,8 +6,8 @@ import sys
 from collections.abc import Mapping
 
 from zenmetry import _names
-from zenmetry._limits import MIB
-from zenmetry._units import Breach, Figures, FinishedUnit
+from zenmetry.config._limits import MIB
+from zenmetry.units._figures import Breach, Figures, FinishedUnit
 
 
 def line(unit: FinishedUnit) -> str:

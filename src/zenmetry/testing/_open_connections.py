@@ -144,5 +144,6 @@ def counts() -> dict[int, int]:
 
 HOW_TO_FIX: Final = (
     "so the block was not measured. Instrument before the first connection opens: import "
-    "zenmetry.testing in conftest.py, or run pytest with --zenmetry (or zenmetry = true in the ini file)"
+    "zenmetry.testing's helpers in conftest.py (from zenmetry.testing import assert_budget), or run pytest "
+    "with --zenmetry (or zenmetry = true in the ini file)"
 )

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from zenmetry import _late
+from zenmetry.testing import _open_connections
 
 MARKER = "zenmetry_allow"
 _RESULTS = pytest.StashKey["_Session"]()
@@ -58,7 +58,7 @@ class _Snapshots:
         self.written: list[str] = []
 
     def path(self, module: Path) -> Path:
-        from zenmetry._snapshots import SUFFIX
+        from zenmetry.testing._snapshots import SUFFIX
 
         if not self.folder:
             return module.with_suffix(SUFFIX)
@@ -71,8 +71,8 @@ class _Snapshots:
             return module.name
 
     def entries(self, path: Path) -> Any:
-        from zenmetry import _snapshots
         from zenmetry._errors import ConfigError
+        from zenmetry.testing import _snapshots
 
         if path not in self.read:
             try:
@@ -98,7 +98,7 @@ class _Snapshots:
 
     def write(self) -> None:
         """Write the recorded and updated snapshots, each file once."""
-        from zenmetry import _snapshots
+        from zenmetry.testing import _snapshots
 
         by_file: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for outcome in self.outcomes:
@@ -126,7 +126,7 @@ class _Snapshots:
     def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
         if hasattr(config, "workerinput") or not self.outcomes:
             return
-        from zenmetry import _snapshots
+        from zenmetry.testing import _snapshots
 
         outcomes = sorted(self.outcomes, key=lambda o: (o["module"], _snapshots.sort_key(o["test"])))
         terminalreporter.section("zenmetry: query snapshots")
@@ -215,7 +215,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     # Remember the database connections opened from now on, in case zenmetry.testing is imported
     # later (inside a test): it then traces the ones already open (``_late``).
-    _late.watch()
+    _open_connections.watch()
     option = config.getoption("--zenmetry")
     check = bool(config.getini("zenmetry")) if option is None else bool(option)
     report = bool(config.getoption("--zenmetry-report"))
@@ -237,8 +237,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _start(config: pytest.Config) -> None:
     """Instrument this process in memory, with the project's budget file."""
-    from zenmetry import _names, _settings, testing
+    from zenmetry import _names, testing
     from zenmetry._errors import ConfigError
+    from zenmetry.config import _settings
 
     environ = dict(os.environ)
     if config.getini("zenmetry_budgets"):
@@ -255,14 +256,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     fixtures or helpers: connections opened before instrumentation would not be measured."""
     if _RESULTS in session.config.stash:
         return
-    if "zenmetry.testing" in sys.modules or any(
+    if "zenmetry.testing._api" in sys.modules or any(
         "zen_units" in getattr(item, "fixturenames", ()) for item in session.items
     ):
         _start(session.config)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from zenmetry._limits import ALLOWED, BY_NAME
+    from zenmetry.config._limits import ALLOWED, BY_NAME
 
     for item in items:
         for marker in item.iter_markers(MARKER):
@@ -305,8 +306,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 def _compare(item: pytest.Item, snapshots: _Snapshots, units: list[Any]) -> str | None:
     """Compare the test's units with its snapshot; stash the outcome for the controller; return
     why the test fails, if it does."""
-    from zenmetry import _snapshots, testing
+    from zenmetry import testing
     from zenmetry._errors import ConfigError
+    from zenmetry.testing import _snapshots
 
     path = snapshots.path(item.path)
     entries = snapshots.entries(path)

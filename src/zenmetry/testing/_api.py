@@ -33,13 +33,17 @@ from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind
 
-from zenmetry import _console, _guard, _late, _limits, _memory, _names, _state
-from zenmetry._budgets import Budget
-from zenmetry._lean import LeanTracerProvider
-from zenmetry._limits import LIMITS, Limits
-from zenmetry._processor import UnitProcessor
-from zenmetry._settings import Settings
-from zenmetry._units import Figures, FinishedUnit, breaches
+from zenmetry import _guard, _names, _state
+from zenmetry.config import _limits
+from zenmetry.config._budgets import Budget
+from zenmetry.config._limits import LIMITS, Limits
+from zenmetry.config._settings import Settings
+from zenmetry.outputs import _console
+from zenmetry.testing import _open_connections
+from zenmetry.testing._lean_spans import LeanTracerProvider
+from zenmetry.units import _memory
+from zenmetry.units._figures import Figures, FinishedUnit, breaches
+from zenmetry.units._processor import UnitProcessor
 
 __all__ = ["ZenUnit", "assert_budget", "recorded", "report", "start"]
 
@@ -66,7 +70,7 @@ class _Recorder:
         self.hosts: dict[int, list[str]] = {}
         self.calls: _Calls | None = None
 
-    def listen(self, unit: FinishedUnit) -> None:
+    def listen(self, unit: FinishedUnit, span: object = None) -> None:
         own = self.blocks.get(unit.span_id)
         if own is not None:
             own.append(unit.figures)  # a block is judged by its own limits, not the budget file
@@ -93,7 +97,7 @@ def start(settings: Settings | None = None) -> UnitProcessor:
     with _recorder.lock:
         processor = _recorder.processor
         if processor is None:
-            processor = _state.processor()
+            processor = _state.state.processor
             if processor is None:
                 processor = _instrument(settings or Settings())
             else:
@@ -101,7 +105,7 @@ def start(settings: Settings | None = None) -> UnitProcessor:
             processor.listeners.append(_recorder.listen)
             _recorder.processor = processor
             # Connections opened before now are not traced by the driver instrumentations.
-            _late.instrument_open_connections(_recorder.tracer_provider or trace.get_tracer_provider())
+            _open_connections.instrument_open_connections(_recorder.tracer_provider or trace.get_tracer_provider())
         if settings is not None:
             processor.settings = settings
         return processor
@@ -142,7 +146,8 @@ def _instrument(settings: Settings) -> UnitProcessor:
     tracer_provider = LeanTracerProvider()
     # Tests export nothing: the instrumentations' own metrics go nowhere, at no cost.
     meter_provider = NoOpMeterProvider()
-    processor = UnitProcessor(settings, meter_provider, keep_statements=True, record_metrics=False, write_figures=False)
+    # Its one listener is the recorder (``start``): no span writer, no metrics, no console line.
+    processor = UnitProcessor(settings, keep_statements=True)
     tracer_provider.add_span_processor(processor)
     trace.set_tracer_provider(tracer_provider)
     _state.state.processor = processor
@@ -168,9 +173,9 @@ def _instrument(settings: Settings) -> UnitProcessor:
     for entry_point in entry_points(group="opentelemetry_instrumentor"):
         name = entry_point.name
         if name == "django":
-            _measure_django(tracer_provider)
+            _measure_django(tracer_provider, processor)
         elif name == "psycopg":
-            wrapt.when_imported("psycopg")(functools.partial(_measure_psycopg, tracer_provider))
+            wrapt.when_imported("psycopg")(functools.partial(_measure_psycopg, tracer_provider, processor))
         elif name in _FIRST_CALL:
             _FirstCall(functools.partial(load, entry_point), _FIRST_CALL[name]).install()
         elif name in _LIBRARIES:
@@ -238,27 +243,27 @@ class _FirstCall:
             _guard.swallow("loading an instrumentation at its first call")
         finally:
             self._loaded = True
-            processor = _recorder.processor or _state.processor()
+            processor = _recorder.processor or _state.state.processor
             if processor is not None:
                 processor.discount(time.time_ns() - started, max(_memory.rss() - rss, 0))
 
 
-def _measure_psycopg(tracer_provider: LeanTracerProvider, _module: Any) -> None:
-    """psycopg's round trips, traced by zenmetry alone (``LeanStatements``): the spans the
-    processor reads, without loading the instrumentation."""
-    from zenmetry.integrations.psycopg import measure_statements
+def _measure_psycopg(tracer_provider: LeanTracerProvider, processor: UnitProcessor, _module: Any) -> None:
+    """psycopg's round trips, traced by zenmetry alone (``_statements.LeanStatements``): the
+    spans the processor reads, without loading the instrumentation."""
+    from zenmetry.testing._statements import measure_psycopg
 
-    measure_statements(tracer_provider)
+    measure_psycopg(tracer_provider, processor)
 
 
-def _measure_django(tracer_provider: LeanTracerProvider) -> None:
+def _measure_django(tracer_provider: LeanTracerProvider, processor: UnitProcessor) -> None:
     """Django's requests, measured by zenmetry's own middleware rather than the
-    instrumentation's (see ``UnitMiddleware``): the same units, at a fraction of the cost."""
+    instrumentation's (``_django.UnitMiddleware``): the same units, at a fraction of the cost."""
     try:
-        from zenmetry.integrations.django import measure_requests
+        from zenmetry.testing._django import measure_requests
     except ImportError:  # Django is not installed
         return
-    measure_requests(tracer_provider)
+    measure_requests(tracer_provider, processor)
 
 
 @contextlib.contextmanager
@@ -270,7 +275,7 @@ def recorded() -> Iterator[list[ZenUnit]]:
     the units would be short of them.
     """
     start()
-    before = _late.counts()
+    before = _open_connections.counts()
     collector: list[ZenUnit] = []
     _recorder.collectors.append(collector)
     try:
@@ -282,9 +287,11 @@ def recorded() -> Iterator[list[ZenUnit]]:
 
 def _check_measured(before: dict[int, int], what: str) -> None:
     __tracebackhide__ = True
-    missed = _late.unmeasured_since(before)
+    missed = _open_connections.unmeasured_since(before)
     if missed:
-        raise AssertionError(f"zenmetry: {what} missed statements: " + "; ".join(missed) + f", {_late.HOW_TO_FIX}")
+        raise AssertionError(
+            f"zenmetry: {what} missed statements: " + "; ".join(missed) + f", {_open_connections.HOW_TO_FIX}"
+        )
 
 
 def keep_hosts() -> None:
@@ -367,7 +374,7 @@ class assert_budget(ContextDecorator):
         collector: list[ZenUnit] = []
         _recorder.collectors.append(collector)
         token = otel_context.attach(trace.set_span_in_context(span))
-        self._frames().append((processor, span, collector, token, _late.counts()))
+        self._frames().append((processor, span, collector, token, _open_connections.counts()))
         return self
 
     def _frames(self) -> list[tuple[UnitProcessor, Any, list[ZenUnit], Any, dict[int, int]]]:

@@ -27,7 +27,7 @@ from opentelemetry.context import get_current
 from opentelemetry.metrics import MeterProvider, get_meter
 
 from zenmetry import _names
-from zenmetry._units import FinishedUnit
+from zenmetry.units._figures import FinishedUnit
 
 # Bucket boundaries sized for requests and tasks; the SDK's defaults (0 to 10,000) suit
 # neither seconds nor query counts.

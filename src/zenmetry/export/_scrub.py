@@ -28,8 +28,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Status, StatusCode
 
 from zenmetry import _names
-from zenmetry._shapes import sql_shape
-from zenmetry._spans import plain_attributes
+from zenmetry.units._shapes import sql_shape
+from zenmetry.units._spans import plain_attributes
 
 _STATEMENTS: Final = (_names.DB_STATEMENT, _names.DB_QUERY_TEXT)
 _URLS: Final = ("http.url", "http.target", "url.full")

@@ -23,7 +23,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from time import time_ns
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -35,8 +35,10 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.util import types
 
-from zenmetry import _state
-from zenmetry._sampler import AlwaysRecordSampler
+from zenmetry.export._sampler import AlwaysRecordSampler
+
+if TYPE_CHECKING:
+    from zenmetry.units._processor import UnitProcessor
 
 _CLIENT: Final = SpanKind.CLIENT
 _SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
@@ -149,8 +151,9 @@ class HoldingTracer(Tracer):
     """The SDK tracer it is made from (sharing its state), making ``HeldSpan``s where the module
     docstring says and the SDK's spans everywhere else."""
 
-    def __init__(self, tracer: Tracer) -> None:
-        self.__dict__ = tracer.__dict__
+    def __init__(self, tracer: Tracer, processor: UnitProcessor) -> None:
+        self.__dict__ = tracer.__dict__  # shared with the SDK tracer: one state, two behaviours
+        self._units = processor
 
     def start_span(
         self,
@@ -188,10 +191,9 @@ class HoldingTracer(Tracer):
         when the sampler drops it) where the module docstring says; None where the SDK's span is
         due instead."""
         parent = trace.get_current_span(context).get_span_context()
-        processor = _state.processor()
+        processor = self._units
         if (
-            processor is None
-            or not processor.holds_under(parent)
+            not processor.holds_under(parent)
             or getattr(self.span_processor, "_span_processors", None) != (processor,)  # another would see it
             or not self._is_enabled()
             or self._span_limits.max_span_attribute_length is not None
@@ -235,6 +237,6 @@ def _follows_local_parent(sampler: Sampler) -> bool:
     )
 
 
-def holding(tracer: Any) -> Any:
-    """``tracer`` making held spans, if it is the SDK's."""
-    return HoldingTracer(tracer) if type(tracer) is Tracer else tracer
+def holding(tracer: Any, processor: UnitProcessor) -> Any:
+    """``tracer`` making held spans for ``processor``'s units, if it is the SDK's."""
+    return HoldingTracer(tracer, processor) if type(tracer) is Tracer else tracer

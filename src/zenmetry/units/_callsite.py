@@ -31,7 +31,7 @@ _NOT_APPLICATION: Final = tuple(
             for path in (
                 *(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")),
                 *(entry for entry in sys.path if entry.endswith(("site-packages", "dist-packages"))),
-                os.path.dirname(__file__),  # zenmetry itself
+                os.path.dirname(os.path.dirname(__file__)),  # zenmetry itself (this file is in units/)
             )
         }
     )

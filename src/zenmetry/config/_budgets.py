@@ -15,9 +15,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from zenmetry import _limits, _names
+from zenmetry import _names
 from zenmetry._errors import ConfigError
-from zenmetry._limits import Limits
+from zenmetry.config import _limits
+from zenmetry.config._limits import Limits
 
 KINDS: Final = (_names.KIND_HTTP, _names.KIND_TASK)
 _TABLES: Final = 'allowed: [http], [task], [http."<route>"] and [task."<task name>"]'
@@ -170,7 +171,7 @@ def budget(**limits: float) -> Callable[[Decorated], Decorated]:
     """Override the budget file for one view (function or class) or one Celery task.
 
     ``@budget(queries=5, duration_ms=200)``, with any limit of the budget file (the keys
-    of ``zenmetry._limits.LIMITS``); limits left out come from the entry that would
+    of ``zenmetry.config._limits.LIMITS``); limits left out come from the entry that would
     otherwise apply, and ``zen.budget`` reads ``@budget``. Put it below ``@app.task`` (or
     on the function a task wraps). An unknown or wrong limit raises ``ConfigError`` when the
     decorated module is imported.

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zenmetry import _names
-from zenmetry._budgets import Budgets
 from zenmetry._errors import ConfigError
+from zenmetry.config._budgets import Budgets
 
 
 @dataclass(frozen=True)

@@ -5,44 +5,72 @@ It sees every span start and end. A SERVER span opens an ``http`` unit and the C
 the same process and trace, belongs to it and to every unit enclosing it. When a DB or
 external call ends it is added to its units. ``finish()``, called by the Django and Celery
 hooks while the unit span is still open (a span cannot be changed once ``end()`` has
-begun), writes the figures and breach events on the span, records the metrics and prints
-the console line; a unit span that ends without a hook still gets its metrics.
+begun), freezes the figures into one ``FinishedUnit`` and hands it, with the span, to every
+listener it was given (``zenmetry.outputs``: the span writer, the metrics, the console line;
+in a test suite, ``zenmetry.testing``'s recorder); a unit span that ends without a hook is
+finished all the same, its span then past writing.
+
+What is exported is the export gate's business (``zenmetry.export._gate``): the processor
+hands it every span once its own work is done, and asks it for a unit's verdict.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from threading import get_ident
-from typing import Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from opentelemetry.context import Context
-from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace import Span as ApiSpan
 from opentelemetry.trace import SpanContext, SpanKind
 
-from zenmetry import _callsite, _console, _guard, _memory, _names
-from zenmetry._findings import Finding
-from zenmetry._held import exportable
-from zenmetry._limits import Limits
-from zenmetry._memtrace import MemoryTracer
-from zenmetry._metrics import Attributes, Instruments
-from zenmetry._scrub import scrub_statement
-from zenmetry._settings import Settings
-from zenmetry._shapes import round_trip, sql_shape
-from zenmetry._spans import plain_attributes, write_attributes
-from zenmetry._summary import MAX_HELD, in_ratio
-from zenmetry._units import NEVER, FinishedUnit, OpenUnit, breaches
+from zenmetry import _guard, _names
+from zenmetry.config._limits import Limits
+from zenmetry.config._settings import Settings
+from zenmetry.units import _callsite, _memory
+from zenmetry.units._figures import NEVER, FinishedUnit, OpenUnit, breaches
+from zenmetry.units._memtrace import MemoryTracer
+from zenmetry.units._no_timeout import Finding
+from zenmetry.units._shapes import round_trip, sql_shape
+from zenmetry.units._spans import plain_attributes
 
 CELERY_SCOPE: Final = "opentelemetry.instrumentation.celery"
 _TASK_PREFIX: Final = "run/"
 
 T = TypeVar("T")
-Listener = Callable[[FinishedUnit], None]
-"""Called with every finished unit."""
+Listener = Callable[[FinishedUnit, Any], None]
+"""Called with every finished unit and its span (``zenmetry.outputs.Listener``)."""
+Attributes = Mapping[str, str | int]
+
+
+class Gate(Protocol):
+    """What the processor hands spans on to: the export gate (``zenmetry.export._gate``)."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None: ...
+
+    def _on_ending(self, span: Span) -> None: ...
+
+    def on_end(self, span: ReadableSpan) -> None: ...
+
+    def pass_db(
+        self, span: ReadableSpan, unit: OpenUnit, attributes: Mapping[str, Any], statement: object, text: str | None
+    ) -> None: ...
+
+    def holds(self) -> bool: ...
+
+    def verdict(self, unit: OpenUnit, point: Attributes, breached: bool, hooked: bool) -> str: ...
+
+    def settle(self, unit: OpenUnit, verdict: str) -> None: ...
+
+    settings: Settings
+
+    def shutdown(self) -> None: ...
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool: ...
+
 
 # Module-level names are faster to reach than attributes of _names on the hot path.
 _DB_SYSTEM: Final = _names.DB_SYSTEM
@@ -52,47 +80,38 @@ _DB_QUERY_TEXT: Final = _names.DB_QUERY_TEXT
 _HTTP_REQUEST_METHOD: Final = _names.HTTP_REQUEST_METHOD
 _HTTP_METHOD_OLD: Final = _names.HTTP_METHOD_OLD
 _MAX_NO_TIMEOUT_SITES: Final = 10
-_FAILED_STATES: Final = frozenset({"FAILURE", "RETRY"})
 _SERVER: Final = SpanKind.SERVER
 _CONSUMER: Final = SpanKind.CONSUMER
 _CLIENT: Final = SpanKind.CLIENT
-_NO_OP: Final = SpanProcessor()
-# The SDK's exporting processors do nothing at a span's start and ending: not called.
-_QUIET: Final = (SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor)
-_NO_OP_STARTS: Final = frozenset(kind.on_start for kind in _QUIET)
-_NO_OP_ENDINGS: Final = frozenset(kind._on_ending for kind in _QUIET)
+_EXPORTED: Final = _names.DB_SPANS_EXPORTED
 
 
 class UnitProcessor(SpanProcessor):
     """Aggregates each unit's DB and external calls; see the module docstring.
 
-    ``keep_statements=True`` keeps every DB call of every unit in order, ``record_metrics=False``
-    records no metric, and ``write_figures=False`` writes no figure on the unit's span (all
-    three for the pytest plugin, which checks units in memory and exports nothing);
-    production leaves them as they are.
+    ``listeners`` consume each finished unit (``zenmetry.outputs.listeners()`` in production);
+    ``gate`` is the export gate the spans go on to (None: nothing is exported from here);
+    ``keep_statements`` keeps every DB call of every unit in order (``Figures.statements``, for
+    the test report and snapshots).
     """
 
     def __init__(
         self,
         settings: Settings | None = None,
-        meter_provider: MeterProvider | None = None,
         *,
+        listeners: Sequence[Listener] = (),
+        gate: Gate | None = None,
         keep_statements: bool = False,
-        record_metrics: bool = True,
-        write_figures: bool = True,
     ) -> None:
+        self._gate = gate
         self.settings = settings or Settings()
-        self._record_metrics = record_metrics
-        self._write_figures = write_figures
-        self._meter_provider = meter_provider
-        # Created at the first finished unit: the configurator builds the meter provider
-        # after the span processors (``_initialize_components``).
-        self._instruments: Instruments | None = None
+        self.listeners: list[Listener] = list(listeners)
         self._keep_statements = keep_statements
         # span id -> the units it belongs to, innermost last; an entry lives while its span
         # is open. A dict update is atomic under the GIL, so no lock is needed.
         self._open: dict[int, tuple[OpenUnit, ...]] = {}
-        # span id -> shape, for DB calls whose statement attribute is unreliable (MongoDB).
+        # span id -> shape, for DB calls whose statement attribute is unreliable (MongoDB) or that
+        # are round trips of the driver's own.
         self._shapes: dict[int, tuple[str, str]] = {}
         # External-call spans already reported without a timeout (redirects and retries of one
         # call pass the check again).
@@ -107,15 +126,19 @@ class UnitProcessor(SpanProcessor):
         # ``queries += 1`` is no atomic update. Uncontended, it costs about 0.05 us a call.
         self._lock = threading.Lock()
         self._tracer = MemoryTracer()
-        # The exporting processors this one passes spans on to (see export_to), those of them
-        # that want on_start, and the span ids of the DB spans held for their unit's verdict.
-        self._exports: list[SpanProcessor] = []
-        self._starts: list[SpanProcessor] = []
-        self._endings: list[SpanProcessor] = []
-        self.held: set[int] = set()
-        self.listeners: list[Listener] = []
         # Threads setting a database connection up (``setting_up``), with their depth.
         self._setting_up: dict[int, int] = {}
+
+    @property
+    def settings(self) -> Settings:
+        """The settings units are measured and checked by (the export gate's too)."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self._settings = settings
+        if self._gate is not None:
+            self._gate.settings = settings
 
     # -- the hot path ------------------------------------------------------------------
 
@@ -125,8 +148,8 @@ class UnitProcessor(SpanProcessor):
     # sets them in ``ReadableSpan.__init__`` (were one renamed, every unit test would fail).
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        for export in self._starts:  # outside the guard: what an exporting processor raises is its own
-            export.on_start(span, parent_context)
+        if self._gate is not None:  # outside the guard: what an exporting processor raises is its own
+            self._gate.on_start(span, parent_context)
         try:
             parent = span._parent
             enclosing = self._open.get(parent[1]) if parent is not None and not parent[2] else None
@@ -156,8 +179,8 @@ class UnitProcessor(SpanProcessor):
             _guard.swallow("on_start")
 
     def _on_ending(self, span: Span) -> None:
-        for export in self._endings:
-            export._on_ending(span)
+        if self._gate is not None:
+            self._gate._on_ending(span)
 
     def on_end(self, span: ReadableSpan) -> None:
         span_id = span._context[1]  # type: ignore[index]
@@ -172,10 +195,8 @@ class UnitProcessor(SpanProcessor):
                     self._complete(units[-1], None, *_from_ended(span), None)
         except Exception:  # noqa: BLE001
             _guard.swallow("on_end")
-        if self._exports and span_id not in self.held:
-            span = exportable(span)
-            for export in self._exports:
-                export.on_end(span)
+        if self._gate is not None:
+            self._gate.on_end(span)
 
     def _add_call(self, span: ReadableSpan, span_id: int, units: tuple[OpenUnit, ...]) -> None:
         attributes = plain_attributes(span)
@@ -202,15 +223,10 @@ class UnitProcessor(SpanProcessor):
                         # One comparison each on the hot path; past them, a limit may be crossed.
                         if count == unit.repeated_crossing or duration > unit.slow_ns:
                             self._crossed(unit, count, system, duration, shape)
-            if (
-                self._exports
-                and not self._hold(span, span_id, units[-1])
-                and statement is not None
-                and span._context[3].sampled  # type: ignore[index] # an unsampled span is never exported
-            ):
-                # Exported now: its statement is replaced by its shape here, where the shape is
-                # at hand, rather than found again by the export guard.
-                scrub_statement(span, attributes, statement, shape[1])  # type: ignore[index]
+            if self._gate is not None:
+                # Held for the unit's verdict, or passed with its statement replaced by its shape
+                # here, where the shape is at hand, rather than found again by the export guard.
+                self._gate.pass_db(span, units[-1], attributes, statement, shape[1] if shape else None)
         elif _HTTP_REQUEST_METHOD in attributes or _HTTP_METHOD_OLD in attributes:
             self._add_external(units, duration)
 
@@ -220,78 +236,11 @@ class UnitProcessor(SpanProcessor):
                 if not unit.finished:
                     unit.add_external(duration)
 
-    def export_to(self, export: SpanProcessor) -> SpanProcessor:
-        """Pass every span this processor does not hold for a verdict on to ``export``, an
-        exporting processor, once its own work is done: the held DB spans reach it when their
-        unit's verdict is "exported" (see _summary).
-
-        Made for the configurator's ``export_span_processor``, whose result the provider adds:
-        this processor for the first exporter, a no-op for the next. The provider then calls
-        one processor per span instead of this one and a gate per exporter (three calls per
-        span fewer, where a DB span costs zenmetry about twenty).
-        """
-        self._exports.append(export)
-        if type(export).on_start not in _NO_OP_STARTS:
-            self._starts.append(export)
-        if type(export)._on_ending not in _NO_OP_ENDINGS:
-            self._endings.append(export)
-        return self if len(self._exports) == 1 else _NO_OP
-
-    def exporting(self) -> bool:
-        """Whether spans are passed on to an exporting processor."""
-        return bool(self._exports)
-
     def holds_under(self, parent: SpanContext) -> bool:
-        """Whether a DB span started under ``parent`` may be a held span (_held): its parent is a
-        span of a unit of this process, and the unit's verdict decides its export (or nothing is
-        exported at all)."""
-        return not parent[2] and parent[1] in self._open and (not self._exports or self.settings.db_spans == "detail")
-
-    def _hold(self, span: ReadableSpan, span_id: int, unit: OpenUnit) -> bool:
-        """Hold a DB span of ``unit`` for its verdict (``ZENMETRY_DB_SPANS=detail``); whether it is held."""
-        if unit.finished or unit.overflow or self.settings.db_spans != "detail":
-            return False
-        if not span._context[3].sampled:  # type: ignore[index] # trace flags
-            return False
-        held = unit.db_spans
-        if held is None:
-            held = unit.db_spans = []
-        elif len(held) >= MAX_HELD:
-            unit.overflow = True  # from now on its DB spans pass, and the held ones go at its end
-            return False
-        held.append(span)
-        self.held.add(span_id)
-        return True
-
-    def _verdict(self, unit: OpenUnit, point: Attributes, found: tuple[object, ...], hooked: bool) -> str:
-        """``exported`` or ``summarized``, for the unit's DB spans."""
-        if not self._exports or self.settings.db_spans != "detail" or unit.overflow or found or not hooked:
-            return _names.DB_SPANS_EXPORTED
-        status = point.get(_names.HTTP_RESPONSE_STATUS_CODE, 0)
-        if (isinstance(status, int) and status >= 500) or point.get(_names.CELERY_STATE) in _FAILED_STATES:
-            return _names.DB_SPANS_EXPORTED
-        if in_ratio(unit.span.get_span_context().trace_id, self.settings.db_spans_ratio):
-            return _names.DB_SPANS_EXPORTED
-        return _names.DB_SPANS_SUMMARIZED
-
-    def _settle(self, unit: OpenUnit, verdict: str) -> None:
-        """Release the unit's held DB spans to the exporters, hand them to the enclosing unit's
-        verdict, or forget them."""
-        held, unit.db_spans = unit.db_spans, None
-        if not held:
-            return
-        enclosing = unit.enclosing
-        if verdict == _names.DB_SPANS_SUMMARIZED and enclosing is not None and not enclosing.finished:
-            if enclosing.db_spans is None:
-                enclosing.db_spans = []
-            enclosing.db_spans.extend(held)  # an eager task's spans go with its request's verdict
-            return
-        self.held.difference_update(span.context.span_id for span in held)
-        if verdict == _names.DB_SPANS_EXPORTED:
-            spans = [exportable(span) for span in held]
-            for export in self._exports:
-                for span in spans:
-                    export.on_end(span)
+        """Whether a DB span started under ``parent`` may be a held span (``export._held_spans``):
+        its parent is a span of a unit of this process, and the unit's verdict decides its export
+        (or nothing is exported at all)."""
+        return not parent[2] and parent[1] in self._open and (self._gate is None or self._gate.holds())
 
     def _crossed(self, unit: OpenUnit, count: int, system: str, duration: int, shape: tuple[str, str] | None) -> None:
         """A DB call that may cross a limit: the offending call is still on the stack, walk it now.
@@ -372,9 +321,19 @@ class UnitProcessor(SpanProcessor):
         try:
             return call()
         finally:
-            depth = self._setting_up.pop(ident) - 1
+            depth = self._setting_up.pop(ident, 1) - 1
             if depth:
                 self._setting_up[ident] = depth
+
+    def set_up(self, call: Callable[[], T]) -> T:
+        """``call()`` inside ``setting_up`` once the connection is set up (Django's
+        ``connection_created`` receivers): its DB calls in this thread count as queries again."""
+        depth = self._setting_up.pop(get_ident(), 0)
+        try:
+            return call()
+        finally:
+            if depth:
+                self._setting_up[get_ident()] = depth
 
     def note_no_timeout(self, span: ApiSpan, method: str, address: str) -> None:
         """Count an external call made without a timeout, with an event on its span (or on the
@@ -431,35 +390,22 @@ class UnitProcessor(SpanProcessor):
         budget = self.settings.budgets.resolve(unit.kind, name, override)
         figures = unit.figures(name, end_ns, rss_end, budget.limit("slow_query_ms"), allocations)
         found = tuple(breaches(budget, figures))
-        verdict = self._verdict(unit, point, found, span is not None)
-        finished = FinishedUnit(figures, point, budget, found, unit.span_id, verdict)
+        gate = self._gate
+        verdict = gate.verdict(unit, point, bool(found), span is not None) if gate is not None else _EXPORTED
+        if span is not None and not span.is_recording():
+            span = None
+        findings: tuple[Finding, ...] = ()
+        if span is not None and self._findings:
+            findings, self._findings = tuple(self._findings), []
+        finished = FinishedUnit(figures, point, budget, found, unit.span_id, verdict, findings)
         if any(breach.limit == "memory_mb" for breach in found):
             self._tracer.arm(self.settings.memory_trace, unit.kind, name)
-        if span is not None and span.is_recording():
-            if self._write_figures:
-                _write(span, finished)
-            if self._findings:
-                findings, self._findings = self._findings, []
-                for finding in findings:
-                    span.add_event(
-                        _names.EVENT_CONFIG_NO_TIMEOUT,
-                        {
-                            _names.DB_SYSTEM: finding.system,
-                            _names.CONFIG_SOURCE: finding.source,
-                            _names.CONFIG_MISSING: list(finding.missing),
-                        },
-                    )
-        self._settle(unit, verdict)
-        if self._record_metrics:
-            if self._instruments is None:
-                self._instruments = Instruments(self._meter_provider)
-            self._instruments.record(finished)
-        if self.settings.console:
-            _console.write(_console.line(finished))
+        if gate is not None:
+            gate.settle(unit, verdict)
         for listener in self.listeners:
-            listener(finished)
+            listener(finished, span)
 
-    # -- for zenmetry.testing and the test suite -------------------------------------------
+    # -- the seams zenmetry.testing plugs into ---------------------------------------------
 
     def discount(self, duration_ns: int, rss_bytes: int) -> None:
         """Take work of zenmetry's own out of every open unit's duration and memory figures
@@ -473,17 +419,10 @@ class UnitProcessor(SpanProcessor):
         """Keep every DB call of every unit started from now on, in order (``Figures.statements``)."""
         self._keep_statements = True
 
-    def use_meter_provider(self, meter_provider: MeterProvider | None) -> None:
-        """Record the metrics of units finished from now on with ``meter_provider``."""
-        self._meter_provider = meter_provider
-        self._instruments = None
-
-    def forget_findings(self) -> None:
-        """Drop the connection findings not yet reported on a unit."""
+    def forget(self) -> None:
+        """Forget what carries from one unit to the next: the connection findings not yet
+        reported, and which names are armed for a memory trace and when each was last traced."""
         self._findings.clear()
-
-    def forget_memory_traces(self) -> None:
-        """Forget which names are armed for a memory trace and when each was last traced."""
         self._tracer = MemoryTracer()
 
     def units_of(self, span_id: int) -> tuple[OpenUnit, ...]:
@@ -495,85 +434,15 @@ class UnitProcessor(SpanProcessor):
         return len(self._open)
 
     def shutdown(self) -> None:
-        self.held.clear()
         self._units_open.clear()
         self._open.clear()
         self._shapes.clear()
         self._no_timeout.clear()
-        for export in self._exports:
-            export.shutdown()
+        if self._gate is not None:
+            self._gate.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return all([export.force_flush(timeout_millis) for export in self._exports])  # noqa: C419 - flush every one
-
-
-def _write(span: ApiSpan, unit: FinishedUnit) -> None:
-    figures, source, found = unit.figures, unit.budget.source, unit.breaches
-    attributes: dict[str, str | int | float | tuple[str, ...]] = {
-        _names.UNIT_KIND: figures.kind,
-        _names.UNIT_NAME: figures.name,
-        _names.DB_QUERIES: figures.queries,
-        _names.DB_ROUND_TRIPS: figures.round_trips,
-        _names.DB_DURATION_MS: figures.db_duration_ms,
-        _names.DB_REPEATED_MAX: figures.repeated_max,
-        _names.EXTERNAL_CALLS: figures.external_calls,
-        _names.EXTERNAL_DURATION_MS: figures.external_duration_ms,
-        _names.EXTERNAL_NO_TIMEOUT: figures.no_timeout,
-        _names.DB_SLOWEST_MS: figures.slowest_ms,
-        _names.MEMORY_RSS_DELTA: figures.rss_delta_bytes,
-        _names.MEMORY_SHARED: figures.memory_shared,
-        _names.DURATION_MS: figures.duration_ms,
-        _names.BUDGET: source,
-        _names.DB_SPANS: unit.db_spans,
-    }
-    for system, (count, duration_ms) in figures.systems.items():
-        attributes[_names.db_system_queries(system)] = count
-        attributes[_names.db_system_duration_ms(system)] = duration_ms
-    if found:
-        attributes[_names.BUDGET_BREACHED] = tuple(breach.limit for breach in found)
-    write_attributes(span, attributes)
-    for breach in found:
-        span.add_event(
-            _names.EVENT_BREACH,
-            {
-                _names.LIMIT: breach.limit,
-                _names.LIMIT_VALUE: breach.value,
-                _names.ACTUAL: breach.actual,
-                _names.BUDGET: source,
-            },
-        )
-    repeated_limit = unit.budget.limit("repeated_queries")
-    if repeated_limit:
-        for repetition in figures.repetitions:
-            if repetition.count <= repeated_limit:
-                break
-            span.add_event(
-                _names.EVENT_REPEATED_QUERY,
-                {
-                    _names.STATEMENT_FINGERPRINT: repetition.text,
-                    _names.COUNT: repetition.count,
-                    _names.DB_SYSTEM: repetition.system,
-                    **(repetition.site.attributes() if repetition.site else {}),
-                },
-            )
-    for slow in figures.slow_queries:
-        span.add_event(
-            _names.EVENT_SLOW_QUERY,
-            {
-                _names.STATEMENT_FINGERPRINT: slow.text,
-                _names.DURATION_MS: slow.duration_ms,
-                _names.DB_SYSTEM: slow.system,
-                **(slow.site.attributes() if slow.site else {}),
-            },
-        )
-    if figures.allocations is not None:
-        span.add_event(
-            _names.EVENT_ALLOCATIONS,
-            {
-                _names.MEMORY_SITES: list(figures.allocations.sites),
-                _names.MEMORY_TRACED_BYTES: figures.allocations.traced_bytes,
-            },
-        )
+        return self._gate.force_flush(timeout_millis) if self._gate is not None else True
 
 
 def _name_so_far(unit: OpenUnit) -> str:

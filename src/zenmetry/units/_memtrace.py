@@ -18,14 +18,14 @@ import tracemalloc
 from dataclasses import dataclass
 from typing import Final
 
-from zenmetry._callsite import relative
+from zenmetry.units._callsite import relative
 
 MAX_SITES: Final = 10
 EVERY_S: Final = 60.0
 """At most one trace per unit name in this time."""
 
 _SHARE_SCALE: Final = 1 << 32
-_EXCLUDED: Final = (tracemalloc.__file__, os.path.dirname(__file__) + os.sep)
+_EXCLUDED: Final = (tracemalloc.__file__, os.path.dirname(os.path.dirname(__file__)) + os.sep)  # zenmetry, from units/
 """Allocations of these files are tracing's own, or zenmetry's: not the unit's."""
 
 

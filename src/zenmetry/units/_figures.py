@@ -14,11 +14,12 @@ from typing import Any, Final
 from opentelemetry.trace import Span
 
 from zenmetry import _names
-from zenmetry._budgets import Budget
-from zenmetry._callsite import CallSite
-from zenmetry._limits import BY_NAME, Limits
-from zenmetry._memtrace import Allocations
-from zenmetry._shapes import ROUND_TRIP
+from zenmetry.config._budgets import Budget
+from zenmetry.config._limits import BY_NAME, Limits
+from zenmetry.units._callsite import CallSite
+from zenmetry.units._memtrace import Allocations
+from zenmetry.units._no_timeout import Finding
+from zenmetry.units._shapes import ROUND_TRIP
 
 NEVER: Final = 2**62
 """A duration no call reaches: the slow-call check when ``slow_query_ms`` is off."""
@@ -313,10 +314,39 @@ class FinishedUnit:
     """The unit span's id (never exported from here; ``zenmetry.testing`` tells its blocks by it)."""
     db_spans: str = _names.DB_SPANS_EXPORTED
     """``exported`` when the unit's DB spans were exported one by one, ``summarized`` otherwise."""
+    findings: tuple[Finding, ...] = ()
+    """Connections found without timeouts since the last unit, reported on this one's span."""
 
     @property
     def kind(self) -> str:
         return self.figures.kind
+
+    # The unit span's figures, by their names there (``assert unit.queries == 3``).
+
+    @property
+    def queries(self) -> int:
+        """``zen.db.queries``: queries as Django counts them."""
+        return self.figures.queries
+
+    @property
+    def round_trips(self) -> int:
+        """``zen.db.round_trips``: every exchange with the databases' servers."""
+        return self.figures.round_trips
+
+    @property
+    def db_time_ms(self) -> float:
+        """``zen.db.duration_ms``: the time of those round trips."""
+        return self.figures.db_duration_ms
+
+    @property
+    def duration_ms(self) -> float:
+        """``zen.duration_ms``: the unit's wall time."""
+        return self.figures.duration_ms
+
+    @property
+    def external_calls(self) -> int:
+        """``zen.external.calls``."""
+        return self.figures.external_calls
 
     @property
     def name(self) -> str:
