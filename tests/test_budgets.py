@@ -124,7 +124,7 @@ class TestDecorator:
 
         assert raised.value.problems == [
             f"{__file__!r}, @budget on test_budgets.TestDecorator.test_an_unknown_keyword_fails_at_import_naming_the_function.<locals>.view, "
-            "key 'querys': unknown limit; allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms"
+            "key 'querys': unknown limit; allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms, queue_wait_ms"
         ]
 
     def test_a_negative_limit_on_a_class_is_refused(self) -> None:

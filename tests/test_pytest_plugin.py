@@ -365,7 +365,7 @@ class TestBadInput:
         result.stdout.fnmatch_lines(
             [
                 "E   zenmetry._errors.ConfigError: assert_budget at */test_bad.py:3, key 'querys': unknown limit; "
-                "allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms",
+                "allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms, queue_wait_ms",
             ]
         )
 
@@ -384,7 +384,7 @@ class TestBadInput:
         result.stderr.fnmatch_lines(
             [
                 "ERROR: zenmetry: @pytest.mark.zenmetry_allow('querys') on test_marker.py::test_x: unknown limit; "
-                "allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms",
+                "allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms, queue_wait_ms",
             ]
         )
 

@@ -30,6 +30,10 @@ class TestLoad:
         ("variables", "message"),
         [
             ({"ZENMETRY_CONSOLE": "yes"}, "ZENMETRY_CONSOLE='yes': expected 1 (print a line per unit) or 0"),
+            (
+                {"ZENMETRY_SERVER_TIMING": "on"},
+                "ZENMETRY_SERVER_TIMING='on': expected 1 (a Server-Timing header on every response) or 0",
+            ),
             ({"ZENMETRY_BUDGETS": "missing.toml"}, "ZENMETRY_BUDGETS='missing.toml': no such budget file"),
             (
                 {"ZENMETRY_HTTP_TIMEOUT": "soon"},
@@ -100,7 +104,7 @@ class TestLoad:
             load({}, cwd=tmp_path)
         assert raised.value.problems == [
             f"budget file '{path}', entry [http.\"orders/<int:pk>/\"], key 'querys': unknown limit; allowed: "
-            "queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms"
+            "queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms, queue_wait_ms"
         ]
 
     def test_every_problem_is_reported_at_once(self, tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ class TestBadSettingsStopTheProcess:
         assert result.stderr.splitlines() == [
             "zenmetry: ZENMETRY_CONSOLE='yes': expected 1 (print a line per unit) or 0",
             "zenmetry: budget file '" + str(tmp_path / "zenmetry.toml") + '\', entry [http."orders/<int:pk>/"], '
-            "key 'querys': unknown limit; allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms",
+            "key 'querys': unknown limit; allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms, queue_wait_ms",
             "zenmetry: fix the configuration above; the process was not started",
         ]
 

@@ -13,6 +13,7 @@ ENV_HTTP_TIMEOUT: Final = "ZENMETRY_HTTP_TIMEOUT"
 ENV_MEMORY_TRACE: Final = "ZENMETRY_MEMORY_TRACE"
 ENV_DB_SPANS: Final = "ZENMETRY_DB_SPANS"
 ENV_DB_SPANS_RATIO: Final = "ZENMETRY_DB_SPANS_RATIO"
+ENV_SERVER_TIMING: Final = "ZENMETRY_SERVER_TIMING"
 
 # The Django instrumentation's own variables, honoured by the test suite's middleware as the
 # instrumentation honours them (``zenmetry.testing._django``).
@@ -42,6 +43,7 @@ EXTERNAL_NO_TIMEOUT: Final = "zen.external.no_timeout"
 MEMORY_RSS_DELTA: Final = "zen.memory.rss_delta_bytes"
 MEMORY_SHARED: Final = "zen.memory.shared"
 DURATION_MS: Final = "zen.duration_ms"
+TASK_QUEUE_WAIT_MS: Final = "zen.task.queue_wait_ms"
 BUDGET: Final = "zen.budget"
 BUDGET_BREACHED: Final = "zen.budget.breached"
 DB_SPANS: Final = "zen.db.spans"
@@ -99,6 +101,7 @@ METRIC_EXTERNAL_CALLS: Final = "zen.unit.external.calls"
 # "calls without a timeout" rule, which the contract has only as a span attribute and event.
 METRIC_EXTERNAL_NO_TIMEOUT: Final = "zen.unit.external.no_timeout"
 METRIC_BREACHES: Final = "zen.budget.breaches"
+METRIC_QUEUE_WAIT: Final = "zen.unit.queue_wait"
 ALL_SYSTEMS: Final = "all"
 
 # Semantic-convention names zenmetry reads or writes (both generations where they differ).
@@ -113,3 +116,5 @@ HTTP_STATUS_CODE_OLD: Final = "http.status_code"
 HTTP_ROUTE: Final = "http.route"
 SERVER_ADDRESS: Final = "server.address"
 CELERY_STATE: Final = "celery.state"
+CELERY_ENQUEUED_HEADER: Final = "zenmetry_enqueued_at"
+"""The Celery message header the producer records the enqueue time in (seconds since the epoch)."""

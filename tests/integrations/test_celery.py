@@ -6,7 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -14,6 +16,7 @@ from django.test import Client
 from support.celery_worker import FAILS, QUERIES, RETRIES, THREE, start_worker, units_named
 from support.harness import Harness
 from support.otlp import Receiver
+from support.processes import TESTS, project_env
 
 
 @pytest.mark.usefixtures("postgres_db")
@@ -167,3 +170,64 @@ class TestFlushBound:
                 [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
             )
         assert result.stdout.splitlines()[:1] == ["5"], result.stderr
+
+
+@pytest.mark.usefixtures("postgres_db", "harness")
+class TestQueueWait:
+    """The producer (this process, under zenmetry) records when it enqueued each task; the worker
+    measures the task's wait in its queue from then, or from its due time."""
+
+    def test_tasks_enqueued_while_the_worker_is_down_waited_until_it_came(
+        self, receiver: Receiver, task_queue: str, send, tmp_path: Path
+    ) -> None:
+        """6 tasks sent, the worker started 3 s later: each waited at least 3 s and less than the
+        whole run, breached queue_wait_ms = 1000, and the histogram counted 6."""
+        budgets = tmp_path / "zenmetry.toml"
+        budgets.write_text("[task]\nqueue_wait_ms = 1000\n")
+        sent = time.time()
+        for i in range(6):
+            send(THREE, i)
+        time.sleep(3)
+        worker = start_worker(receiver, task_queue, "--pool", "solo", ZENMETRY_BUDGETS=str(budgets))
+        receiver.wait(lambda r: len(r.units()) == 6, timeout=60)
+        whole_run_ms = (time.time() - sent) * 1000
+        worker.stop()
+        units = units_named(receiver, THREE)
+        waits = [unit.attributes["zen.task.queue_wait_ms"] for unit in units]
+        assert len(waits) == 6
+        assert all(3000 <= wait < whole_run_ms for wait in waits), (waits, whole_run_ms)
+        assert [unit.attributes["zen.budget.breached"] for unit in units] == [["queue_wait_ms"]] * 6
+        receiver.wait(lambda r: r.total("zen.unit.queue_wait", zen__unit__name=THREE).count == 6)
+        total = receiver.total("zen.unit.queue_wait", zen__unit__name=THREE)
+        assert total.sum == pytest.approx(sum(waits) / 1000)
+
+    def test_a_countdown_task_waits_from_when_it_was_due(self, receiver: Receiver, task_queue: str) -> None:
+        """A task sent with a 2 s countdown to a running worker starts 2 s after it was sent, but
+        waited only from its due time."""
+        from zentestapp.celery_app import app
+
+        worker = start_worker(receiver, task_queue, "--pool", "solo")
+        sent = time.time()
+        app.send_task(THREE, args=[1], queue=task_queue, countdown=2)
+        receiver.wait(lambda r: len(r.units()) == 1, timeout=60)
+        worker.stop()
+        (unit,) = receiver.units()
+        assert unit.start_ns / 1e9 - sent >= 2
+        assert 0 <= unit.attributes["zen.task.queue_wait_ms"] < 1000
+
+    def test_a_task_from_a_producer_without_zenmetry_has_no_wait(self, receiver: Receiver, task_queue: str) -> None:
+        """Sent by a process zenmetry does not instrument: the message says nothing of its enqueue
+        time, so the figure is left out, not guessed."""
+        code = textwrap.dedent(
+            f"""
+            from zentestapp.celery_app import app
+            app.send_task({THREE!r}, args=[1], queue={task_queue!r})
+            """
+        )
+        subprocess.run([sys.executable, "-c", code], cwd=TESTS, env=project_env(), check=True, timeout=60)
+        worker = start_worker(receiver, task_queue, "--pool", "solo")
+        receiver.wait(lambda r: len(r.units()) == 1, timeout=60)
+        worker.stop()
+        (unit,) = receiver.units()
+        assert "zen.task.queue_wait_ms" not in unit.attributes
+        assert unit.attributes["zen.db.queries"] == 3

@@ -7,8 +7,10 @@ import os
 
 import pytest
 from django.test import Client
+from opentelemetry.sdk.trace import ReadableSpan
 
 from support.harness import Harness
+from zenmetry.config._settings import Settings
 
 
 @pytest.fixture
@@ -211,4 +213,43 @@ class TestThreadsInProcess:
         assert zen.unit().attributes["zen.db.queries"] == 8
         zen.reset()
         assert client.get("/threads/3/").status_code == 200
+        assert zen.unit().attributes["zen.db.queries"] == 3
+
+
+def _timing(unit: ReadableSpan, calls: int = 0) -> str:
+    """The Server-Timing header of a unit, from the figures on its span."""
+    attributes = unit.attributes or {}
+    return (
+        f'db;dur={attributes["zen.db.duration_ms"]:.1f};desc="{attributes["zen.db.queries"]} queries", '
+        f'ext;dur={attributes["zen.external.duration_ms"]:.1f};desc="{calls} calls", '
+        f"total;dur={attributes['zen.duration_ms']:.1f}"
+    )
+
+
+class TestServerTiming:
+    """``ZENMETRY_SERVER_TIMING=1``: the unit's figures in the response, for the browser's tools."""
+
+    def test_the_header_carries_the_units_figures(self, zen: Harness, client: Client) -> None:
+        zen.reset(Settings(server_timing=True))
+        response = client.get("/queries/3/")
+        unit = zen.unit()
+        assert unit.attributes["zen.db.queries"] == 3
+        assert response["Server-Timing"] == _timing(unit)
+
+    def test_off_by_default(self, zen: Harness, client: Client) -> None:
+        response = client.get("/queries/3/")
+        assert response.status_code == 200
+        assert "Server-Timing" not in response
+
+    def test_a_header_the_view_set_is_kept(self, zen: Harness, client: Client) -> None:
+        zen.reset(Settings(server_timing=True))
+        response = client.get("/timed/")
+        assert response["Server-Timing"] == 'app;dur=1.5;desc="the view\'s own", ' + _timing(zen.unit())
+
+    def test_never_on_a_streamed_response(self, zen: Harness, client: Client) -> None:
+        zen.reset(Settings(server_timing=True))
+        response = client.get("/stream/1/2/")
+        assert b"".join(response.streaming_content) == b"xxxxxx"  # type: ignore[attr-defined]
+        response.close()
+        assert "Server-Timing" not in response
         assert zen.unit().attributes["zen.db.queries"] == 3

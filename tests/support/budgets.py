@@ -38,7 +38,7 @@ duration_ms = 5000
 BAD_FILES = [
     (
         "[http]\nquerys = 3\n",
-        "entry [http], key 'querys': unknown limit; allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms",
+        "entry [http], key 'querys': unknown limit; allowed: queries, db_time_ms, memory_mb, duration_ms, external_calls, repeated_queries, slow_query_ms, queue_wait_ms",
     ),
     (
         '[http."a/"]\nqueries = "8"\n',

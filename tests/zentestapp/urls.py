@@ -6,6 +6,7 @@ api = [path("customers/<int:n>/", views.queries)]
 
 urlpatterns = [
     path("queries/<int:n>/", views.queries),
+    path("timed/", views.timed),
     path("downstream/<int:n>", views.queries),  # no slash: what views.external calls
     path("mixed/", views.mixed),
     path("orm/", views.orm),

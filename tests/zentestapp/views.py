@@ -40,6 +40,14 @@ def queries(request: HttpRequest, n: int) -> JsonResponse:
     return JsonResponse({"n": n})
 
 
+def timed(request: HttpRequest) -> JsonResponse:
+    """One query, and a Server-Timing header of the view's own."""
+    list(Customer.objects.filter(pk=1))
+    response = JsonResponse({})
+    response["Server-Timing"] = 'app;dur=1.5;desc="the view\'s own"'
+    return response
+
+
 def mixed(request: HttpRequest) -> JsonResponse:
     """7 SQL queries and 3 MongoDB calls."""
     for i in range(7):

@@ -50,6 +50,7 @@ LIMITS: Final = (
     Limit("external_calls", COUNT, "external_calls"),
     Limit("repeated_queries", COUNT, "repeated_max", default=5),
     Limit("slow_query_ms", MS, "slowest_ms", default=500),
+    Limit("queue_wait_ms", MS, "queue_wait_ms"),
 )
 BY_NAME: Final = {limit.name: limit for limit in LIMITS}
 ALLOWED: Final = ", ".join(BY_NAME)

@@ -30,6 +30,8 @@ class Settings:
     memory_trace: str | float = "breach"
     """``breach``: trace the next unit of a name after it breached ``memory_mb``; ``off``; or the
     share (0 to 1) of all units to trace."""
+    server_timing: bool = False
+    """Every non-streamed response carries a ``Server-Timing`` header with its unit's figures."""
 
 
 def load(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Settings:
@@ -38,6 +40,11 @@ def load(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Se
     console = environ.get(_names.ENV_CONSOLE, "").strip()
     if console not in ("", "0", "1"):
         problems.append(f"{_names.ENV_CONSOLE}={console!r}: expected 1 (print a line per unit) or 0")
+    server_timing = environ.get(_names.ENV_SERVER_TIMING, "").strip()
+    if server_timing not in ("", "0", "1"):
+        problems.append(
+            f"{_names.ENV_SERVER_TIMING}={server_timing!r}: expected 1 (a Server-Timing header on every response) or 0"
+        )
     http_timeout = _http_timeout(environ.get(_names.ENV_HTTP_TIMEOUT, "").strip(), problems)
     memory_trace = _memory_trace(environ.get(_names.ENV_MEMORY_TRACE, "").strip(), problems)
     db_spans = environ.get(_names.ENV_DB_SPANS, "").strip() or "detail"
@@ -63,6 +70,7 @@ def load(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Se
         db_spans=db_spans,
         db_spans_ratio=ratio,
         memory_trace=memory_trace,
+        server_timing=server_timing == "1",
     )
 
 

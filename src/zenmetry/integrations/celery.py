@@ -1,9 +1,18 @@
-"""Celery: the ``task_postrun`` receiver that finishes a ``task`` unit, and the flush every
-pool process needs before it exits.
+"""Celery: the ``task_postrun`` receiver that finishes a ``task`` unit, the enqueue time a
+producer records for the task's queue wait, and the flush every pool process needs before it exits.
+
+Queue wait: Celery's message carries no enqueue time, so the producer (any process running
+under zenmetry that sends tasks: a web process, another worker, a retry) records it in the
+message's headers (``zenmetry_enqueued_at``, seconds since the epoch); the worker measures the
+wait from it, or from the task's ETA when it has one (a countdown or ETA task waits from when
+it became due). A task sent by a producer without zenmetry has no wait: the figure is left out
+rather than guessed.
 """
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Final
 
@@ -48,6 +57,7 @@ def connect(processor: UnitProcessor) -> None:
 
     signals.task_postrun.connect(partial(_on_task_postrun, processor), weak=False, dispatch_uid="zenmetry.task_postrun")
     signals.worker_process_shutdown.connect(_flush, weak=False, dispatch_uid="zenmetry.worker_process_shutdown")
+    signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid="zenmetry.before_task_publish")
 
 
 def _on_task_prerun(
@@ -56,9 +66,36 @@ def _on_task_prerun(
     if task is None:
         return
     try:
-        processor.note_unit(_task_span(task, task_id), task.name, budget_of(task))
+        processor.note_unit(_task_span(task, task_id), task.name, budget_of(task), _due(task.request))
     except Exception:  # noqa: BLE001
         _guard.swallow("the Celery task_prerun receiver")
+
+
+def _on_publish(*, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """``before_task_publish``: the enqueue time, in the message's headers (a retry is a new
+    message: its wait runs from the retry's enqueue)."""
+    try:
+        if headers is not None:
+            headers[_names.CELERY_ENQUEUED_HEADER] = time.time()
+    except Exception:  # noqa: BLE001
+        _guard.swallow("the Celery before_task_publish receiver")
+
+
+def _due(request: Any) -> float | None:
+    """When a task became due: its ETA if it has one, else when it was enqueued; None unknown."""
+    enqueued = getattr(request, _names.CELERY_ENQUEUED_HEADER, None)
+    if enqueued is None:
+        enqueued = (getattr(request, "headers", None) or {}).get(_names.CELERY_ENQUEUED_HEADER)
+    if not isinstance(enqueued, int | float) or isinstance(enqueued, bool):
+        return None
+    eta = getattr(request, "eta", None)
+    if eta:
+        due = datetime.fromisoformat(eta) if isinstance(eta, str) else eta
+        if isinstance(due, datetime):
+            if due.tzinfo is None:
+                due = due.replace(tzinfo=UTC)  # Celery's naive ETAs are UTC
+            return max(float(enqueued), due.timestamp())
+    return float(enqueued)
 
 
 def _on_task_postrun(

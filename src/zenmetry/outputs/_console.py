@@ -41,6 +41,8 @@ def line(unit: FinishedUnit) -> str:
         external,
         f"{figures.duration_ms:.1f} ms",
     ]
+    if figures.queue_wait_ms is not None:
+        parts.insert(-1, f"queued {figures.queue_wait_ms:.1f} ms")
     if found:
         parts.append("BREACH " + ", ".join(_breach(unit, breach) for breach in found))
     return " | ".join(parts)

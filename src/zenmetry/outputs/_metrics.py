@@ -31,6 +31,8 @@ from zenmetry.units._figures import FinishedUnit
 
 # Bucket boundaries sized for requests and tasks; the SDK's defaults (0 to 10,000) suit
 # neither seconds nor query counts.
+_WAITS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+"""A task's queue wait, from nothing to an hour behind."""
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60, 300)
 _COUNTS = (0, 1, 2, 3, 5, 8, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000)
 _BYTES = tuple(float(2**power) for power in range(16, 31, 2))  # 64 KiB .. 1 GiB
@@ -81,6 +83,12 @@ class Instruments:
             description="External calls made without a timeout, per unit.",
             explicit_bucket_boundaries_advisory=_COUNTS,
         )
+        self.queue_wait = meter.create_histogram(
+            _names.METRIC_QUEUE_WAIT,
+            unit="s",
+            description="Time a task waited in its queue, from its enqueue (or due) time to its start.",
+            explicit_bucket_boundaries_advisory=_WAITS,
+        )
         self.breaches = meter.create_counter(
             _names.METRIC_BREACHES,
             unit="{breach}",
@@ -107,6 +115,8 @@ class Instruments:
             points.add(self.memory_growth, max(figures.rss_delta_bytes, 0), base)
         points.add(self.external_calls, figures.external_calls, base)
         points.add(self.external_no_timeout, figures.no_timeout, base)
+        if figures.queue_wait_ms is not None:
+            points.add(self.queue_wait, figures.queue_wait_ms / 1e3, base)
         for system, (count, duration_ms) in figures.systems.items():
             per_system = {**base, _names.DB_SYSTEM: system}
             points.add(self.db_queries, count, per_system, system)

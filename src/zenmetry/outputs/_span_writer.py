@@ -40,6 +40,8 @@ def write(unit: FinishedUnit, span: Span | None) -> None:
     for system, (count, duration_ms) in figures.systems.items():
         attributes[_names.db_system_queries(system)] = count
         attributes[_names.db_system_duration_ms(system)] = duration_ms
+    if figures.queue_wait_ms is not None:
+        attributes[_names.TASK_QUEUE_WAIT_MS] = figures.queue_wait_ms
     if found:
         attributes[_names.BUDGET_BREACHED] = tuple(breach.limit for breach in found)
     write_attributes(span, attributes)

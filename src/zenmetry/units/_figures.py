@@ -44,6 +44,7 @@ class OpenUnit:
         "overflow",
         "override",
         "queries",
+        "queue_wait_ns",
         "repeated_crossing",
         "round_trips",
         "rss_start",
@@ -99,6 +100,8 @@ class OpenUnit:
         self.slow: dict[tuple[str, str], list[Any]] = {}
         self.no_timeout_sites: list[CallSite] = []
         self.traced = False
+        # A task's wait in its queue, when the enqueue (or due) time is known (``note_unit``).
+        self.queue_wait_ns: int | None = None
         # The export verdict's: the DB spans held until the unit ends (None: none held), whether
         # more than MAX_HELD came, and the open unit enclosing this one.
         self.db_spans: list[Any] | None = None
@@ -201,6 +204,7 @@ class OpenUnit:
             slow_queries=tuple(slow),
             no_timeout_sites=tuple(self.no_timeout_sites),
             allocations=allocations,
+            queue_wait_ms=self.queue_wait_ns / 1e6 if self.queue_wait_ns is not None else None,
         )
 
 
@@ -266,16 +270,18 @@ class Figures:
     """What a traced unit still held at its end (``ZENMETRY_MEMORY_TRACE``)."""
     round_trips: int = 0
     """Exchanges with the databases' servers: statements, and the driver's own round trips."""
+    queue_wait_ms: float | None = None
+    """A task's wait in its queue, from its enqueue (or due) time to its start; None unknown."""
     memory_shared: bool = False
     """Another unit ran in the process beside this one (threads, greenlets, ASGI): the RSS
     delta is the process's, shared with it, so ``memory_mb`` is not checked and no memory
     growth is recorded for this unit."""
 
-    def actual(self, limit: str) -> int | float:
-        """The figure a limit is checked against, in the limit's own unit."""
+    def actual(self, limit: str) -> int | float | None:
+        """The figure a limit is checked against, in the limit's own unit (None: not known)."""
         row = BY_NAME[limit]
-        value: int | float = getattr(self, row.figure)
-        return value if row.scale == 1 else value / row.scale
+        value: int | float | None = getattr(self, row.figure)
+        return value if row.scale == 1 or value is None else value / row.scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +300,7 @@ def breaches(budget: Budget, figures: Figures) -> list[Breach]:
         if limit == "memory_mb" and figures.memory_shared:
             continue  # the growth of the process, not this unit's own
         actual = figures.actual(limit)
-        if actual > value:
+        if actual is not None and actual > value:
             found.append(Breach(limit, value, actual))
     return found
 

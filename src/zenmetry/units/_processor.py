@@ -16,6 +16,7 @@ hands it every span once its own work is done, and asks it for a unit's verdict.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,8 @@ from zenmetry.units._memtrace import MemoryTracer
 from zenmetry.units._no_timeout import Finding
 from zenmetry.units._shapes import round_trip, sql_shape
 from zenmetry.units._spans import plain_attributes
+
+logger = logging.getLogger("zenmetry")
 
 CELERY_SCOPE: Final = "opentelemetry.instrumentation.celery"
 _TASK_PREFIX: Final = "run/"
@@ -265,15 +268,22 @@ class UnitProcessor(SpanProcessor):
             return None
         return units[-1]
 
-    def note_unit(self, span: ApiSpan, name: str, override: Limits | None) -> None:
+    def note_unit(self, span: ApiSpan, name: str, override: Limits | None, waited_since: float | None = None) -> None:
         """The integrations name a unit as soon as they know it (Django once the view is
         resolved, Celery before the task runs): the limits checked while its calls end are then
-        its own, and this is when its allocations may start being traced."""
+        its own, and this is when its allocations may start being traced. ``waited_since`` is
+        when a task became due (its enqueue or ETA time, seconds since the epoch): its queue wait
+        runs from then to the unit's start; a negative one (the hosts' clocks differ) is 0."""
         try:
             unit = self.unit(span)
             if unit is None:
                 return
             unit.name, unit.override = name, override
+            if waited_since is not None:
+                wait = unit.start_ns - int(waited_since * 1e9)
+                if wait < 0:
+                    _skewed(wait)
+                unit.queue_wait_ns = max(wait, 0)
             self._resolve_limits(unit)
             mode = self.settings.memory_trace
             if (
@@ -366,18 +376,22 @@ class UnitProcessor(SpanProcessor):
         """Report a connection without timeouts as an event on the next finished unit."""
         self._findings.append(finding)
 
-    def finish(self, span: ApiSpan, name: str, point: Attributes, override: Limits | None = None) -> None:
-        """Finish the unit ``span`` opened, while the span can still be written to."""
+    def finish(
+        self, span: ApiSpan, name: str, point: Attributes, override: Limits | None = None
+    ) -> FinishedUnit | None:
+        """Finish the unit ``span`` opened, while the span can still be written to; the finished
+        unit, or None when ``span`` opened none (or it was finished already)."""
         try:
             unit = self.unit(span)
             if unit is not None:
-                self._complete(unit, span, name, point, override)
+                return self._complete(unit, span, name, point, override)
         except Exception:  # noqa: BLE001
             _guard.swallow("finish")
+        return None
 
     def _complete(
         self, unit: OpenUnit, span: ApiSpan | None, name: str, point: Attributes, override: Limits | None
-    ) -> None:
+    ) -> FinishedUnit:
         with self._lock:
             unit.finished = True
             self._units_open.pop(unit.span_id, None)
@@ -404,6 +418,7 @@ class UnitProcessor(SpanProcessor):
             gate.settle(unit, verdict)
         for listener in self.listeners:
             listener(finished, span)
+        return finished
 
     # -- the seams zenmetry.testing plugs into ---------------------------------------------
 
@@ -443,6 +458,21 @@ class UnitProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._gate.force_flush(timeout_millis) if self._gate is not None else True
+
+
+def _skewed(wait_ns: int) -> None:
+    """A negative queue wait: reported as 0, and said once per process (the clocks disagree)."""
+    global _SKEW_SAID  # noqa: PLW0603 - one warning per process, not one per task
+    if not _SKEW_SAID:
+        _SKEW_SAID = True
+        logger.warning(
+            "zenmetry: a task started %.1f ms before it was enqueued: the producer's clock is ahead of this "
+            "host's; its queue wait is reported as 0 (keep the hosts' clocks in sync, with NTP)",
+            -wait_ns / 1e6,
+        )
+
+
+_SKEW_SAID = False
 
 
 def _name_so_far(unit: OpenUnit) -> str:

@@ -10,6 +10,7 @@ from opentelemetry import trace
 
 from zenmetry import _guard, _names
 from zenmetry.config._budgets import budget_of
+from zenmetry.units._figures import FinishedUnit
 from zenmetry.units._processor import UnitProcessor
 
 SPAN_KEY: Final = "opentelemetry-instrumentor-django.span_key"
@@ -17,6 +18,7 @@ SPAN_KEY: Final = "opentelemetry-instrumentor-django.span_key"
 ATTACHED_KEY: Final = "opentelemetry-instrumentor-django.token"
 STREAM: Final = "_zenmetry_stream"
 """The attribute of a streamed response whose unit finishes when it is closed."""
+SERVER_TIMING: Final = "Server-Timing"
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
 
@@ -26,9 +28,25 @@ def response_hook(processor: UnitProcessor, span: Any, request: Any, response: A
     if hasattr(response, STREAM):
         return
     try:
-        processor.finish(span, *unit_of(request, response))
+        finished = processor.finish(span, *unit_of(request, response))
+        if finished is not None and processor.settings.server_timing and not response.streaming:
+            timing = server_timing(finished)
+            given = response.get(SERVER_TIMING)
+            response[SERVER_TIMING] = f"{given}, {timing}" if given else timing
     except Exception:  # noqa: BLE001
         _guard.swallow("the Django response hook")
+
+
+def server_timing(unit: FinishedUnit) -> str:
+    """The ``Server-Timing`` header of a unit (W3C Server Timing): its DB, external calls, cache
+    when it was called, and total time, with counts in each entry's description."""
+    figures = unit.figures
+    entries = [
+        f'db;dur={figures.db_duration_ms:.1f};desc="{figures.queries} queries"',
+        f'ext;dur={figures.external_duration_ms:.1f};desc="{figures.external_calls} calls"',
+    ]
+    entries.append(f"total;dur={figures.duration_ms:.1f}")
+    return ", ".join(entries)
 
 
 def unit_of(request: Any, response: Any) -> tuple[str, dict[str, str | int], Any]:
