@@ -47,8 +47,9 @@ TOUR = [
 ]
 
 LINE = re.compile(
-    r"zenmetry (?P<kind>http|task) (?P<head>.+?) \| queries (?P<queries>\d+)(?: \([^)]*\))? \| db (?P<db>[\d.]+) ms"
-    r" \| mem (?P<mem>[+-][\d.]+) MiB[^|]* \| ext (?P<ext>\d+)[^|]* \| (?P<total>[\d.]+) ms(?: \| BREACH (?P<breach>.*))?"
+    r"zenmetry (?P<kind>http|task) (?P<head>.+?) \| queries (?P<queries>\d+)(?: \([^)]*\))* \| db (?P<db>[\d.]+) ms"
+    r"(?: \| cache [^|]*)? \| mem (?P<mem>[+-][\d.]+) MiB[^|]* \| ext (?P<ext>\d+)[^|]*(?: \| queued [\d.]+ ms)?"
+    r" \| (?P<total>[\d.]+) ms(?: \| BREACH (?P<breach>.*))?"
 )
 
 

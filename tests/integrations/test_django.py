@@ -4,6 +4,9 @@ real PostgreSQL and the MongoDB wire-protocol server."""
 from __future__ import annotations
 
 import os
+import re
+from collections import Counter
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -253,3 +256,64 @@ class TestServerTiming:
         response.close()
         assert "Server-Timing" not in response
         assert zen.unit().attributes["zen.db.queries"] == 3
+
+
+class TestCache:
+    """Calls through Django's cache API, and the reads that found nothing, on the unit span."""
+
+    @pytest.mark.parametrize("alias", ["default", "redis"])
+    def test_calls_and_misses(self, zen: Harness, client: Client, alias: str) -> None:
+        """A write, then a hit, a miss and a get_many that finds neither of its keys: 4 calls,
+        2 misses, for the in-process cache and Redis alike."""
+        assert client.get(f"/cached/{alias}/").json() == {"found": ["value", None, {}]}
+        attributes = zen.unit().attributes
+        assert (attributes["zen.cache.calls"], attributes["zen.cache.misses"]) == (4, 2)
+
+    def test_a_page_without_cache_calls_says_zero(self, zen: Harness, client: Client) -> None:
+        client.get("/queries/1/")
+        attributes = zen.unit().attributes
+        assert (attributes["zen.cache.calls"], attributes["zen.cache.misses"]) == (0, 0)
+
+    def test_server_timing_shows_the_cache(self, zen: Harness, client: Client) -> None:
+        zen.reset(Settings(server_timing=True))
+        response = client.get("/cached/default/")
+        entries = re.findall(r'(\w+);dur=[\d.]+(?:;desc="([^"]*)")?', response["Server-Timing"])
+        assert entries == [("db", "0 queries"), ("ext", "0 calls"), ("cache", "4 calls, 2 misses"), ("total", "")]
+
+
+def _redis_commands(server: Any) -> Counter[str]:
+    """The Redis server's own count of the commands it ran, by command (``INFO commandstats``)."""
+    stats = server.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()})
+
+
+class TestRedis:
+    def test_redis_commands_are_db_calls_named_by_their_command(self, zen: Harness, client: Client) -> None:
+        """The cache's Redis commands are DB calls of system redis, as many as the server ran,
+        shaped by their command alone: no key in any exported byte."""
+        import redis
+        from django.core.cache import caches
+
+        caches["redis"].get("warm-up")  # the cache's connection made (its handshake is no call of the unit)
+        with redis.Redis(host="127.0.0.1", port=6379) as server:
+            before = _redis_commands(server)
+            client.get("/cached/redis/")
+            ran = _redis_commands(server) - before
+        ran.pop("info", None)  # our own question
+        attributes = zen.unit().attributes
+        assert attributes["zen.db.redis.queries"] == sum(ran.values()) == 4
+        trace_id = zen.unit().context.trace_id
+        statements = sorted(str(s.attributes["db.statement"]) for s in zen.db_spans() if s.context.trace_id == trace_id)
+        assert [statement.split()[0] for statement in statements] == ["GET", "GET", "MGET", "SET"]
+        assert all("zen-" not in statement for statement in statements)
+
+    def test_the_celery_brokers_commands_are_no_queries(self, zen: Harness, client: Client, task_queue: str) -> None:
+        """A task sent to Celery's Redis broker is the request's producer span; the broker's own
+        commands (kombu's LPUSH, pipelines) are how the message travels, not queries."""
+        assert client.get(f"/enqueue/{task_queue}/").json() == {"sent": task_queue}
+        attributes = zen.unit().attributes
+        assert (attributes["zen.db.queries"], attributes["zen.db.round_trips"]) == (0, 0)
+        assert "zen.db.redis.queries" not in attributes
+        assert [span.name for span in zen.exporter.get_finished_spans() if span.kind.name == "PRODUCER"] == [
+            "apply_async/zentestapp.tasks.three_queries"
+        ]

@@ -28,6 +28,7 @@ INSTRUMENTED = {
     "psycopg",
     "psycopg2",
     "pymongo",
+    "redis",
     "sqlite3",
     "celery",
     "requests",

@@ -68,6 +68,8 @@ class Instrument:
     unit: str
     kind: str  # "histogram" or "counter" (monotonic sum)
     extra: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ("http", "task")
+    """The unit kinds whose points it has."""
 
 
 INSTRUMENTS = (
@@ -80,6 +82,7 @@ INSTRUMENTS = (
     # the ZenmetryCallsWithoutTimeout alert (the unit span's zen.external.no_timeout, summed).
     Instrument("zen.unit.external.no_timeout", "{call}", "histogram"),
     Instrument("zen.budget.breaches", "{breach}", "counter", ("zen.limit",)),
+    Instrument("zen.unit.queue_wait", "s", "histogram", kinds=("task",)),
 )
 POINT_ATTRIBUTES = {
     "http": ("zen.unit.kind", "zen.unit.name", "http.request.method", "http.response.status_code"),

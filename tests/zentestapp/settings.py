@@ -21,6 +21,11 @@ INSTALLED_APPS = [
     "zentestapp",
     "zencountapp",
 ]
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # Django's own Redis cache on the machine's Redis, a database of the tests' own.
+    "redis": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:6379/14"},
+}
 MIDDLEWARE: list[str] = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -38,6 +39,26 @@ def queries(request: HttpRequest, n: int) -> JsonResponse:
     for i in range(n):
         list(Customer.objects.filter(pk=i + 1))
     return JsonResponse({"n": n})
+
+
+def cached(request: HttpRequest, alias: str) -> JsonResponse:
+    """Through the cache ``alias``: 1 write, then 3 reads: a hit, a miss, a get_many of 2 keys
+    that finds neither (a miss)."""
+    from django.core.cache import caches
+
+    cache = caches[alias]
+    key = f"zen-{uuid.uuid4().hex}"
+    cache.set(key, "value", 30)
+    found = [cache.get(key), cache.get(f"{key}-absent"), cache.get_many([f"{key}-a", f"{key}-b"])]
+    return JsonResponse({"found": found})
+
+
+def enqueue(request: HttpRequest, queue: str) -> JsonResponse:
+    """Send a task to the Redis broker, on ``queue`` (no worker consumes it here)."""
+    from zentestapp.celery_app import app
+
+    app.send_task("zentestapp.tasks.three_queries", args=[1], queue=queue)
+    return JsonResponse({"sent": queue})
 
 
 def timed(request: HttpRequest) -> JsonResponse:

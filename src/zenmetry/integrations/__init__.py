@@ -57,6 +57,7 @@ INTEGRATIONS: Final = {
     "psycopg": "psycopg",
     "psycopg2": "psycopg2",
     "pymongo": "pymongo",
+    "redis": "redis",
     "requests": "http",
     "urllib": "http",
     "urllib3": "http",

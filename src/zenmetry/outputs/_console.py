@@ -41,6 +41,10 @@ def line(unit: FinishedUnit) -> str:
         external,
         f"{figures.duration_ms:.1f} ms",
     ]
+    if figures.cache_calls:
+        parts.insert(
+            3, f"cache {figures.cache_calls} ({figures.cache_misses} miss{'' if figures.cache_misses == 1 else 'es'})"
+        )
     if figures.queue_wait_ms is not None:
         parts.insert(-1, f"queued {figures.queue_wait_ms:.1f} ms")
     if found:

@@ -119,6 +119,7 @@ _LIBRARIES = {
     "httpx2": "httpx",
     "psycopg2": "psycopg2",
     "pymongo": "pymongo",
+    "redis": "redis",
     "requests": "requests",
     "sqlite3": "sqlite3",
     "urllib3": "urllib3",

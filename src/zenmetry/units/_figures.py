@@ -30,6 +30,9 @@ class OpenUnit:
     threads a unit starts feed it at the same time)."""
 
     __slots__ = (
+        "cache_calls",
+        "cache_misses",
+        "cache_ns",
         "db_ns",
         "db_spans",
         "enclosing",
@@ -100,6 +103,7 @@ class OpenUnit:
         self.slow: dict[tuple[str, str], list[Any]] = {}
         self.no_timeout_sites: list[CallSite] = []
         self.traced = False
+        self.cache_calls = self.cache_misses = self.cache_ns = 0
         # A task's wait in its queue, when the enqueue (or due) time is known (``note_unit``).
         self.queue_wait_ns: int | None = None
         # The export verdict's: the DB spans held until the unit ends (None: none held), whether
@@ -205,6 +209,9 @@ class OpenUnit:
             no_timeout_sites=tuple(self.no_timeout_sites),
             allocations=allocations,
             queue_wait_ms=self.queue_wait_ns / 1e6 if self.queue_wait_ns is not None else None,
+            cache_calls=self.cache_calls,
+            cache_misses=self.cache_misses,
+            cache_duration_ms=self.cache_ns / 1e6,
         )
 
 
@@ -272,6 +279,12 @@ class Figures:
     """Exchanges with the databases' servers: statements, and the driver's own round trips."""
     queue_wait_ms: float | None = None
     """A task's wait in its queue, from its enqueue (or due) time to its start; None unknown."""
+    cache_calls: int = 0
+    """Calls through Django's cache API (``zen.cache.calls``)."""
+    cache_misses: int = 0
+    """The reads among them that found nothing (``zen.cache.misses``)."""
+    cache_duration_ms: float = 0.0
+    """Their time, for ``Server-Timing`` (their servers' commands are DB calls too)."""
     memory_shared: bool = False
     """Another unit ran in the process beside this one (threads, greenlets, ASGI): the RSS
     delta is the process's, shared with it, so ``memory_mb`` is not checked and no memory

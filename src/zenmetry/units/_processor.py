@@ -345,6 +345,18 @@ class UnitProcessor(SpanProcessor):
             if depth:
                 self._setting_up[get_ident()] = depth
 
+    def note_cache(self, span: ApiSpan, duration_ns: int, missed: int) -> None:
+        """Count a call through Django's cache API (``missed``: 1 for a read that found nothing)
+        for the units ``span``, the current span, belongs to."""
+        units = self._open.get(span.get_span_context().span_id)
+        if units:
+            with self._lock:
+                for unit in units:
+                    if not unit.finished:
+                        unit.cache_calls += 1
+                        unit.cache_misses += missed
+                        unit.cache_ns += duration_ns
+
     def note_no_timeout(self, span: ApiSpan, method: str, address: str) -> None:
         """Count an external call made without a timeout, with an event on its span (or on the
         innermost unit's span when the call has no span of its own)."""

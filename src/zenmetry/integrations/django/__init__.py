@@ -25,6 +25,7 @@ import wrapt
 
 from zenmetry import _guard
 from zenmetry.integrations import Integration, report
+from zenmetry.integrations.django._cache import count_cache_calls
 from zenmetry.integrations.django._databases import check_databases
 from zenmetry.integrations.django._requests import response_hook, view_resolved
 from zenmetry.integrations.django._streaming import responded, sent
@@ -67,6 +68,7 @@ def ready(settings: Any, processor: UnitProcessor) -> None:
     wrapt.wrap_function_wrapper("django.core.handlers.asgi", "ASGIHandler.send_response", sent)
     for finding in check_databases(settings.DATABASES):
         report(finding, processor)
+    count_cache_calls(getattr(settings, "CACHES", {}), processor)
 
 
 def instrument_when_ready(instrument: Callable[[], None]) -> None:

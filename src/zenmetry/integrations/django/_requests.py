@@ -45,6 +45,9 @@ def server_timing(unit: FinishedUnit) -> str:
         f'db;dur={figures.db_duration_ms:.1f};desc="{figures.queries} queries"',
         f'ext;dur={figures.external_duration_ms:.1f};desc="{figures.external_calls} calls"',
     ]
+    if figures.cache_calls:
+        misses = f"{figures.cache_misses} miss{'' if figures.cache_misses == 1 else 'es'}"
+        entries.append(f'cache;dur={figures.cache_duration_ms:.1f};desc="{figures.cache_calls} calls, {misses}"')
     entries.append(f"total;dur={figures.duration_ms:.1f}")
     return ", ".join(entries)
 
