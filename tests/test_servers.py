@@ -7,6 +7,7 @@ import json
 import re
 import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -54,6 +55,41 @@ class TestGunicorn:
         receiver.wait(lambda r: len(r.units()) == len(blocks))
         counted = [unit.attributes["zen.db.queries"] for unit in sorted(receiver.units(), key=lambda u: u.start_ns)]
         assert counted == [captured[block] for block in blocks] == [3, 10, 5, 2, 10]
+
+    def test_a_request_waiting_for_the_pools_one_connection_says_so(self, receiver: Receiver) -> None:
+        """Django's psycopg pool of one connection, two gthread threads: a request that comes while
+        another holds the connection (a 0.6 s statement) waits for it; the wait is its
+        zen.db.pool_wait_ms, not its DB time; a request that found the connection free waited
+        about nothing."""
+        server = gunicorn(
+            receiver, "--workers", "1", "--worker-class", "gthread", "--threads", "2", ZEN_TEST_PG_POOL="1"
+        )
+        assert server.get("/queries/1/")[0] == 200  # the pool opened, its connection made
+        with ThreadPoolExecutor(2) as pool:
+            holder = pool.submit(server.get, "/slow/")
+            time.sleep(0.2)
+            waiter = pool.submit(server.get, "/queries/1/")
+            assert (holder.result()[0], waiter.result()[0]) == (200, 200)
+        server.stop()
+        receiver.wait(lambda r: len(r.units()) == 3)
+        first, slow, waited = sorted(receiver.units(), key=lambda unit: unit.start_ns)
+        assert [unit.attributes["zen.unit.name"] for unit in (first, slow, waited)] == [
+            "queries/<int:n>/",
+            "slow/",
+            "queries/<int:n>/",
+        ]
+        assert 250 <= waited.attributes["zen.db.pool_wait_ms"] < 600
+        assert waited.attributes["zen.db.duration_ms"] < 100
+        assert slow.attributes["zen.db.pool_wait_ms"] < 100
+        assert slow.attributes["zen.db.duration_ms"] >= 600
+
+    def test_without_a_pool_there_is_no_pool_wait(self, receiver: Receiver) -> None:
+        server = gunicorn(receiver, "--workers", "1")
+        assert server.get("/queries/2/")[0] == 200
+        server.stop()
+        receiver.wait(lambda r: len(r.units()) == 1)
+        (unit,) = receiver.units()
+        assert (unit.attributes["zen.db.pool_wait_ms"], unit.attributes["zen.db.queries"]) == (0.0, 2)
 
     def test_concurrent_requests_on_threads_never_mix_their_figures(self, receiver: Receiver) -> None:
         """8 threads serve 200 concurrent requests of 0 to 9 queries: each unit exact, totals exact."""

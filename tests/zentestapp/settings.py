@@ -72,5 +72,8 @@ else:
             else {"options": "-c TimeZone=UTC"},
         }
     }
+    if os.environ.get("ZEN_TEST_PG_POOL"):  # Django's own psycopg pool, of this many connections
+        size = int(os.environ["ZEN_TEST_PG_POOL"])
+        DATABASES["default"]["OPTIONS"]["pool"] = {"min_size": size, "max_size": size, "timeout": 10}
 
 MONGO_URL = os.environ.get("ZEN_TEST_MONGO_URL", "")

@@ -29,6 +29,7 @@ not counted one by one.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Generator
 from functools import partial
 from typing import Any, Final
@@ -108,6 +109,7 @@ def trace_psycopg(statements: Callable[[Any], Statements | None], processor: Uni
     wrapt.wrap_function_wrapper(
         "psycopg._server_cursor_base", "ServerCursorMixin._describe_gen", partial(_describe, processor)
     )
+    wrapt.when_imported("psycopg_pool")(partial(_trace_pool, processor))
 
 
 # -- statements ------------------------------------------------------------------------
@@ -203,6 +205,40 @@ def _describe(processor: UnitProcessor, wrapped: Any, instance: Any, args: Any, 
     except Exception:  # noqa: BLE001
         _guard.swallow("the psycopg describe wrapper")
     return generator
+
+
+# -- connection pools ------------------------------------------------------------------
+
+
+def _trace_pool(processor: UnitProcessor, module: Any) -> None:
+    """psycopg_pool (used directly, or by Django's ``OPTIONS["pool"]``): the time a unit waits
+    for a connection (``getconn``, which ``connection()`` calls too) is its pool wait, apart from
+    its DB time."""
+    wrapt.wrap_function_wrapper(module, "ConnectionPool.getconn", partial(_getconn, processor))
+    wrapt.wrap_function_wrapper(module, "AsyncConnectionPool.getconn", partial(_getconn_async, processor))
+
+
+def _getconn(processor: UnitProcessor, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    started = time.perf_counter_ns()
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _waited(processor, time.perf_counter_ns() - started)
+
+
+async def _getconn_async(processor: UnitProcessor, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    started = time.perf_counter_ns()
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        _waited(processor, time.perf_counter_ns() - started)
+
+
+def _waited(processor: UnitProcessor, duration_ns: int) -> None:
+    try:
+        processor.note_pool_wait(trace.get_current_span(), duration_ns)
+    except Exception:  # noqa: BLE001
+        _guard.swallow("the psycopg pool wrapper")
 
 
 # -- internal commands -----------------------------------------------------------------

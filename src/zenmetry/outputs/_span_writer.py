@@ -35,6 +35,7 @@ def write(unit: FinishedUnit, span: Span | None) -> None:
         _names.MEMORY_SHARED: figures.memory_shared,
         _names.DURATION_MS: figures.duration_ms,
         _names.BUDGET: source,
+        _names.DB_POOL_WAIT_MS: figures.pool_wait_ms,
         _names.CACHE_CALLS: figures.cache_calls,
         _names.CACHE_MISSES: figures.cache_misses,
         _names.DB_SPANS: unit.db_spans,

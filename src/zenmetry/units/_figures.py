@@ -46,6 +46,7 @@ class OpenUnit:
         "no_timeout_sites",
         "overflow",
         "override",
+        "pool_wait_ns",
         "queries",
         "queue_wait_ns",
         "repeated_crossing",
@@ -104,6 +105,7 @@ class OpenUnit:
         self.no_timeout_sites: list[CallSite] = []
         self.traced = False
         self.cache_calls = self.cache_misses = self.cache_ns = 0
+        self.pool_wait_ns = 0
         # A task's wait in its queue, when the enqueue (or due) time is known (``note_unit``).
         self.queue_wait_ns: int | None = None
         # The export verdict's: the DB spans held until the unit ends (None: none held), whether
@@ -212,6 +214,7 @@ class OpenUnit:
             cache_calls=self.cache_calls,
             cache_misses=self.cache_misses,
             cache_duration_ms=self.cache_ns / 1e6,
+            pool_wait_ms=self.pool_wait_ns / 1e6,
         )
 
 
@@ -285,6 +288,8 @@ class Figures:
     """The reads among them that found nothing (``zen.cache.misses``)."""
     cache_duration_ms: float = 0.0
     """Their time, for ``Server-Timing`` (their servers' commands are DB calls too)."""
+    pool_wait_ms: float = 0.0
+    """Time spent waiting for a connection from a pool (``zen.db.pool_wait_ms``), not DB time."""
     memory_shared: bool = False
     """Another unit ran in the process beside this one (threads, greenlets, ASGI): the RSS
     delta is the process's, shared with it, so ``memory_mb`` is not checked and no memory

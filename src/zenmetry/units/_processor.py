@@ -345,6 +345,16 @@ class UnitProcessor(SpanProcessor):
             if depth:
                 self._setting_up[get_ident()] = depth
 
+    def note_pool_wait(self, span: ApiSpan, duration_ns: int) -> None:
+        """Count time spent waiting for a connection from a pool for the units ``span``, the
+        current span, belongs to (``zen.db.pool_wait_ms``: apart from the DB time)."""
+        units = self._open.get(span.get_span_context().span_id)
+        if units:
+            with self._lock:
+                for unit in units:
+                    if not unit.finished:
+                        unit.pool_wait_ns += duration_ns
+
     def note_cache(self, span: ApiSpan, duration_ns: int, missed: int) -> None:
         """Count a call through Django's cache API (``missed``: 1 for a read that found nothing)
         for the units ``span``, the current span, belongs to."""
