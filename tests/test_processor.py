@@ -308,7 +308,7 @@ class TestFiguresOnTheSpan:
             "zen.db.postgresql.duration_ms",
             "after",
         ]
-        assert unit.dropped_attributes == 21 - 4  # the route, 19 figures and one more
+        assert unit.dropped_attributes == 22 - 4  # the route, 20 figures and one more
 
     def test_a_length_limit_cuts_strings_as_the_sdk_does(self) -> None:
         unit = self.finished(SpanLimits(max_attribute_length=3))

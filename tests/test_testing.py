@@ -149,3 +149,38 @@ class TestFirstCall:
         processor.discount(7_000_000, 11 * 2**20)
         assert (unit.start_ns - start_ns, unit.rss_start - rss_start) == (7_000_000, 11 * 2**20)
         span.end()
+
+
+def test_the_report_shows_the_cache_beside_the_queries() -> None:
+    """A unit over its query budget: the report gives its cache calls and misses after its queries."""
+    from zenmetry.config._budgets import Budget
+    from zenmetry.config._limits import Limits
+    from zenmetry.testing import report
+    from zenmetry.units._figures import Breach, Figures, FinishedUnit
+
+    figures = Figures(
+        kind="http",
+        name="products/",
+        queries=3,
+        db_duration_ms=1.0,
+        systems={"postgresql": (3, 1.0)},
+        repeated_max=1,
+        repetitions=(),
+        external_calls=0,
+        external_duration_ms=0.0,
+        no_timeout=0,
+        rss_delta_bytes=0,
+        duration_ms=4.0,
+        round_trips=3,
+        cache_calls=4,
+        cache_misses=2,
+    )
+    unit = FinishedUnit(
+        figures, {"http.request.method": "GET"}, Budget("http", Limits(queries=2)), (Breach("queries", 2, 3),), 1
+    )
+    assert report([unit]).splitlines() == [
+        "zenmetry: 1 unit over budget",
+        "http GET products/  (budget: http)",
+        "  3 > 2  queries",
+        "  and the cache: 4 calls, 2 misses",
+    ]

@@ -551,6 +551,9 @@ class TestDrillDown:
         for title, exprs in _panel_exprs("unit.json").items():
             for expr in exprs:
                 result = shop.query(_interpolate(expr, job=".*", kind=kind, name=name))
+                if title == "Queue wait per run (tasks)" and kind == "http":
+                    assert result == [], title  # requests wait in no queue
+                    continue
                 if title == "Budget breaches per second, by limit":
                     assert {series["metric"]["zen_limit"] for series in result} == limits, title
                     continue
@@ -583,7 +586,12 @@ class TestAlertsOnRealData:
             )
 
         Prometheus.wait(lambda: active() == expected, f"alerts never became {expected}: {active()}", timeout=30)
-        assert {alert["alert"] for alert in rule_alerts()} - {name for name, *_ in expected} == {"ZenmetryNoUnits"}
+        # Silent by design: the shop is sending units, and gives no task a queue_wait_ms budget
+        # (the rule's promtool tests make it fire).
+        assert {alert["alert"] for alert in rule_alerts()} - {name for name, *_ in expected} == {
+            "ZenmetryNoUnits",
+            "ZenmetryQueueWaitOverBudget",
+        }
 
 
 class TestDashboardFiles:

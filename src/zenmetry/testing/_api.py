@@ -426,6 +426,9 @@ def report(units: Sequence[ZenUnit]) -> str:
         limits = {b.limit for b in unit.breaches}
         if limits & {"queries", "db_time_ms", "repeated_queries", "slow_query_ms"}:
             lines.extend(_statements(unit))
+            if unit.figures.cache_calls:
+                calls, misses = unit.figures.cache_calls, unit.figures.cache_misses
+                lines.append(f"  and the cache: {calls} call{'s' * (calls != 1)}, {misses} miss{'es' * (misses != 1)}")
         if "memory_mb" in limits:
             lines.extend(_allocations(unit))
     return "\n".join(lines)
