@@ -40,6 +40,7 @@ class TestCheck:
               [task]                          memory_mb 50, duration_ms 30000, repeated_queries 5, slow_query_ms 500
               [task."shop.tasks.*"]           memory_mb 50, duration_ms 5000, repeated_queries 5, slow_query_ms 500
               [task."shop.tasks.sync_stock"]  memory_mb 50, duration_ms 30000, external_calls 100, repeated_queries 5, slow_query_ms 500
+              [command]                       repeated_queries 5, slow_query_ms 500
             """)
 
     @pytest.mark.parametrize(("text", "problem"), BAD_FILES)

@@ -159,6 +159,8 @@ class TestOtherServers:
         server.stop(signal.SIGINT)  # runserver exits cleanly on Ctrl-C only
         receiver.wait(lambda r: len(r.units()) == 1)
         assert receiver.units()[0].attributes["zen.db.queries"] == 3
+        # runserver serves forever: it is no command unit, its requests are the units
+        assert [unit.attributes["zen.unit.kind"] for unit in receiver.units()] == ["http"]
 
     def test_uvicorn_async_and_sync_views(self, receiver: Receiver) -> None:
         """Under ASGI, async views (ORM in a worker thread) and sync views are exact units;

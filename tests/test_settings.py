@@ -8,7 +8,7 @@ import pytest
 
 from support.budgets import write
 from zenmetry._errors import ConfigError
-from zenmetry.config._settings import load
+from zenmetry.config._settings import is_unit_command, load
 
 
 class TestLoad:
@@ -30,6 +30,11 @@ class TestLoad:
         ("variables", "message"),
         [
             ({"ZENMETRY_CONSOLE": "yes"}, "ZENMETRY_CONSOLE='yes': expected 1 (print a line per unit) or 0"),
+            (
+                {"ZENMETRY_COMMANDS": "import orders"},
+                "ZENMETRY_COMMANDS='import orders': expected off, default (every command but servers, workers and "
+                "shells), or a comma-separated list of command names",
+            ),
             (
                 {"ZENMETRY_SERVER_TIMING": "on"},
                 "ZENMETRY_SERVER_TIMING='on': expected 1 (a Server-Timing header on every response) or 0",
@@ -114,3 +119,18 @@ class TestLoad:
             "ZENMETRY_CONSOLE='2': expected 1 (print a line per unit) or 0",
             "ZENMETRY_HTTP_TIMEOUT='x': expected a positive number of seconds, such as 5",
         ]
+
+
+class TestCommands:
+    @pytest.mark.parametrize(
+        ("value", "units", "not_units"),
+        [
+            ("", {"clearsessions", "import_orders", "migrate"}, {"runserver", "shell", "db_worker", "test"}),
+            ("off", set(), {"clearsessions", "runserver"}),
+            ("import_orders, clearsessions", {"import_orders", "clearsessions"}, {"migrate", "runserver"}),
+        ],
+    )
+    def test_which_commands_are_units(self, value: str, units: set[str], not_units: set[str]) -> None:
+        """By default every command but those that serve or consume forever; off; or a list."""
+        settings = load({"ZENMETRY_COMMANDS": value})
+        assert {name for name in units | not_units if is_unit_command(settings, name)} == units

@@ -14,6 +14,7 @@ ENV_MEMORY_TRACE: Final = "ZENMETRY_MEMORY_TRACE"
 ENV_DB_SPANS: Final = "ZENMETRY_DB_SPANS"
 ENV_DB_SPANS_RATIO: Final = "ZENMETRY_DB_SPANS_RATIO"
 ENV_SERVER_TIMING: Final = "ZENMETRY_SERVER_TIMING"
+ENV_COMMANDS: Final = "ZENMETRY_COMMANDS"
 
 # The Django instrumentation's own variables, honoured by the test suite's middleware as the
 # instrumentation honours them (``zenmetry.testing._django``).
@@ -27,6 +28,11 @@ DEFAULT_BUDGET_FILE: Final = "zenmetry.toml"
 # Kinds of unit.
 KIND_HTTP: Final = "http"
 KIND_TASK: Final = "task"
+KIND_COMMAND: Final = "command"
+COMMAND_SCOPE: Final = "zenmetry.commands"
+COMMAND_STATUS: Final = "zen.command.status"
+"""A command unit's metric point attribute: ``OK`` or ``ERROR`` (an exception, or a non-zero exit)."""
+"""The scope of the span zenmetry opens for one run of a management command."""
 UNMATCHED: Final = "unmatched"
 
 # Attributes on the unit span.

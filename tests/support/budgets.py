@@ -51,11 +51,11 @@ BAD_FILES = [
     ("[task]\ndb_time_ms = nan\n", "entry [task], key 'db_time_ms': expected a non-negative number, got nan"),
     (
         "[htp]\nqueries = 3\n",
-        'table [htp]: unknown table; allowed: [http], [task], [http."<route>"] and [task."<task name>"]',
+        'table [htp]: unknown table; allowed: [http], [task], [command], [http."<route>"], [task."<task name>"] and [command."<command name>"]',
     ),
     (
         "queries = 3\n",
-        'top-level key \'queries\': limits go in a table; allowed: [http], [task], [http."<route>"] and [task."<task name>"]',
+        'top-level key \'queries\': limits go in a table; allowed: [http], [task], [command], [http."<route>"], [task."<task name>"] and [command."<command name>"]',
     ),
     ("[http\nqueries = 3\n", "not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 6)"),
     # Found by the fuzzer: each raised something else than ConfigError.

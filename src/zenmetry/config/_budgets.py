@@ -20,8 +20,10 @@ from zenmetry._errors import ConfigError
 from zenmetry.config import _limits
 from zenmetry.config._limits import Limits
 
-KINDS: Final = (_names.KIND_HTTP, _names.KIND_TASK)
-_TABLES: Final = 'allowed: [http], [task], [http."<route>"] and [task."<task name>"]'
+KINDS: Final = (_names.KIND_HTTP, _names.KIND_TASK, _names.KIND_COMMAND)
+_TABLES: Final = (
+    'allowed: [http], [task], [command], [http."<route>"], [task."<task name>"] and [command."<command name>"]'
+)
 
 BUDGET_ATTRIBUTE: Final = "__zenmetry_budget__"
 """Where ``@budget`` leaves its limits on a view function, view class or task."""

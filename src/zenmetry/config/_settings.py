@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from zenmetry import _names
 from zenmetry._errors import ConfigError
@@ -32,6 +33,9 @@ class Settings:
     share (0 to 1) of all units to trace."""
     server_timing: bool = False
     """Every non-streamed response carries a ``Server-Timing`` header with its unit's figures."""
+    commands: frozenset[str] | None = None
+    """The management commands that are units: None for every one but those that serve or
+    consume forever (``FOREVER``), the empty set for none (``off``), or the ones named."""
 
 
 def load(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Settings:
@@ -45,6 +49,7 @@ def load(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Se
         problems.append(
             f"{_names.ENV_SERVER_TIMING}={server_timing!r}: expected 1 (a Server-Timing header on every response) or 0"
         )
+    commands = _commands(environ.get(_names.ENV_COMMANDS, "").strip(), problems)
     http_timeout = _http_timeout(environ.get(_names.ENV_HTTP_TIMEOUT, "").strip(), problems)
     memory_trace = _memory_trace(environ.get(_names.ENV_MEMORY_TRACE, "").strip(), problems)
     db_spans = environ.get(_names.ENV_DB_SPANS, "").strip() or "detail"
@@ -71,7 +76,37 @@ def load(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Se
         db_spans_ratio=ratio,
         memory_trace=memory_trace,
         server_timing=server_timing == "1",
+        commands=commands,
     )
+
+
+FOREVER: Final = frozenset(
+    {
+        *("runserver", "runserver_plus", "testserver", "runworker", "shell", "shell_plus", "dbshell", "test"),
+        *("db_worker", "rqworker", "rqscheduler", "qcluster", "process_tasks", "celery", "runapscheduler"),
+    }
+)
+"""Commands that serve or consume forever (servers, task workers, shells): never units by default."""
+
+
+def _commands(value: str, problems: list[str]) -> frozenset[str] | None:
+    if value in ("", "default"):
+        return None
+    if value == "off":
+        return frozenset()
+    names = [name.strip() for name in value.split(",")]
+    if not all(name and name.replace("_", "").replace("-", "").isalnum() for name in names):
+        problems.append(
+            f"{_names.ENV_COMMANDS}={value!r}: expected off, default (every command but servers, workers and "
+            "shells), or a comma-separated list of command names"
+        )
+        return None
+    return frozenset(names)
+
+
+def is_unit_command(settings: Settings, name: str) -> bool:
+    """Whether one run of management command ``name`` is a unit (``ZENMETRY_COMMANDS``)."""
+    return name not in FOREVER if settings.commands is None else name in settings.commands
 
 
 def budget_path(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Path | None:

@@ -129,7 +129,11 @@ class ExportGate(SpanProcessor):
         if not self._exports or self.settings.db_spans != "detail" or unit.overflow or breached or not hooked:
             return _names.DB_SPANS_EXPORTED
         status = point.get(_names.HTTP_RESPONSE_STATUS_CODE, 0)
-        if (isinstance(status, int) and status >= 500) or point.get(_names.CELERY_STATE) in _FAILED_STATES:
+        if (
+            (isinstance(status, int) and status >= 500)
+            or point.get(_names.CELERY_STATE) in _FAILED_STATES
+            or point.get(_names.COMMAND_STATUS) == "ERROR"
+        ):
             return _names.DB_SPANS_EXPORTED
         if in_ratio(unit.span.get_span_context().trace_id, self.settings.db_spans_ratio):
             return _names.DB_SPANS_EXPORTED

@@ -69,6 +69,8 @@ def _point_head(figures: Figures, point: Mapping[str, str | int]) -> list[object
     if figures.kind == _names.KIND_HTTP:
         method = point.get(_names.HTTP_REQUEST_METHOD, "?")
         return [method, figures.name, point.get(_names.HTTP_RESPONSE_STATUS_CODE, "?")]
+    if figures.kind == _names.KIND_COMMAND:
+        return [figures.name, point.get(_names.COMMAND_STATUS, "?")]
     return [figures.name, point.get(_names.CELERY_STATE, "?")]
 
 

@@ -86,6 +86,8 @@ _MAX_NO_TIMEOUT_SITES: Final = 10
 _SERVER: Final = SpanKind.SERVER
 _CONSUMER: Final = SpanKind.CONSUMER
 _CLIENT: Final = SpanKind.CLIENT
+_INTERNAL: Final = SpanKind.INTERNAL
+_COMMAND_SCOPE: Final = _names.COMMAND_SCOPE
 _EXPORTED: Final = _names.DB_SPANS_EXPORTED
 
 
@@ -161,6 +163,8 @@ class UnitProcessor(SpanProcessor):
                 unit_kind = _names.KIND_HTTP
             elif kind is _CONSUMER and span.instrumentation_scope.name == CELERY_SCOPE:  # type: ignore[union-attr]
                 unit_kind = _names.KIND_TASK
+            elif kind is _INTERNAL and span.instrumentation_scope.name == _COMMAND_SCOPE:  # type: ignore[union-attr]
+                unit_kind = _names.KIND_COMMAND
             else:
                 if enclosing is not None:
                     self._open[span._context[1]] = enclosing  # type: ignore[index]

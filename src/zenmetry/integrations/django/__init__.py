@@ -26,6 +26,7 @@ import wrapt
 from zenmetry import _guard
 from zenmetry.integrations import Integration, report
 from zenmetry.integrations.django._cache import count_cache_calls
+from zenmetry.integrations.django._commands import measure_commands
 from zenmetry.integrations.django._databases import check_databases
 from zenmetry.integrations.django._requests import response_hook, view_resolved
 from zenmetry.integrations.django._streaming import responded, sent
@@ -47,6 +48,7 @@ class DjangoIntegration(Integration):
         kwargs.setdefault("response_hook", partial(response_hook, processor))
         quiet_debug_quoting()
         count_transactions(processor)
+        measure_commands(processor)
 
     def after(self, entry_point: str, processor: UnitProcessor) -> None:
         from django.conf import settings
