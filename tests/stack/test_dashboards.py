@@ -489,12 +489,12 @@ class TestOverview:
         assert found == {("http", "search/", "slow_query_ms")}
         assert all(float(series["value"][1]) >= ROUNDS for series in result)
 
-    def test_the_slowest_statement_shapes_come_from_tempo(self) -> None:
+    def test_the_slow_statements_come_from_tempo(self) -> None:
         """The table of slow statements asks Tempo for the spans carrying a zen.db.slow_query event."""
         (panel,) = tempo_panels(_dashboard("overview.json"))
         (target,) = panel["targets"]
         assert (panel["title"], target["datasource"], target["queryType"], target["tableType"]) == (
-            "Slowest statement shapes (traces)",
+            "Units with a statement over slow_query_ms (traces)",
             TEMPO_SOURCE,
             "traceql",
             "spans",
