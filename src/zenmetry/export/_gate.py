@@ -60,9 +60,11 @@ class ExportGate(SpanProcessor):
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self._exports: list[SpanProcessor] = []
-        # Those of the exporting processors that want on_start and _on_ending.
-        self._starts: list[SpanProcessor] = []
-        self._endings: list[SpanProcessor] = []
+        self.starts: list[SpanProcessor] = []
+        """The exporting processors that want ``on_start`` (the unit processor calls the gate's
+        only when there is one: the SDK's batch and simple processors do not)."""
+        self.endings: list[SpanProcessor] = []
+        """Those that want ``_on_ending``."""
         self.held: set[int] = set()
         """The span ids of the DB spans held for their unit's verdict."""
 
@@ -70,9 +72,9 @@ class ExportGate(SpanProcessor):
         """Pass spans on to ``export``, an exporting processor; returns how many it now feeds."""
         self._exports.append(export)
         if type(export).on_start not in _NO_OP_STARTS:
-            self._starts.append(export)
+            self.starts.append(export)
         if type(export)._on_ending not in _NO_OP_ENDINGS:
-            self._endings.append(export)
+            self.endings.append(export)
         return len(self._exports)
 
     def exporting(self) -> bool:
@@ -86,11 +88,11 @@ class ExportGate(SpanProcessor):
     # -- every span ----------------------------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        for export in self._starts:
+        for export in self.starts:
             export.on_start(span, parent_context)
 
     def _on_ending(self, span: Span) -> None:
-        for export in self._endings:
+        for export in self.endings:
             export._on_ending(span)
 
     def on_end(self, span: ReadableSpan) -> None:

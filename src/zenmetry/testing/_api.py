@@ -1,17 +1,5 @@
-"""zenmetry in a test suite: the units a test produced, and budgets asserted on them.
-
-Everything runs in memory (no exporter, no network): the first use instruments this process
-with zenmetry's processor and the installed OpenTelemetry instrumentations.
-
-- ``assert_budget(queries=3, external_calls=0)``: a context manager (or decorator) that
-  measures its block as one unit, and also checks every request or task unit that finished
-  during it (a live server's, a worker thread's); an ``AssertionError`` reports each limit
-  exceeded and, for query limits, the statements in execution order.
-- ``recorded()``: a context manager collecting the ``ZenUnit`` of every unit that finishes.
-
-The pytest plugin (``pytest --zenmetry``) checks every unit of every test against the
-project's budget file; its ``zen_units`` fixture lists a test's units.
-"""
+"""The test API of ``zenmetry.testing`` (see the package docstring): the in-memory instrumentation
+of a test process, ``assert_budget``, ``recorded()`` and the report."""
 
 from __future__ import annotations
 

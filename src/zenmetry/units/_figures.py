@@ -160,6 +160,16 @@ class OpenUnit:
         if self.statements is not None:
             self.statements.append(Statement(system, text, 0.0, query=query, round_trip=not query))
 
+    def add_cache_call(self, duration_ns: int, missed: int) -> None:
+        """One call through Django's cache API (``missed``: 1 for a read that found nothing)."""
+        self.cache_calls += 1
+        self.cache_misses += missed
+        self.cache_ns += duration_ns
+
+    def add_pool_wait(self, duration_ns: int) -> None:
+        """Time spent waiting for a connection from a pool."""
+        self.pool_wait_ns += duration_ns
+
     def add_slow(self, system: str, shape: tuple[str, str] | None, duration_ns: int, site: CallSite | None) -> None:
         """A call over ``slow_query_ms``: kept per shape, the slowest with its call site."""
         key = (system, shape[0] if shape else "")

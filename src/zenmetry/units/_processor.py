@@ -52,6 +52,11 @@ Attributes = Mapping[str, str | int]
 class Gate(Protocol):
     """What the processor hands spans on to: the export gate (``zenmetry.export._gate``)."""
 
+    starts: list[SpanProcessor]
+    """The exporting processors that want ``on_start`` (empty: no call is made per span)."""
+    endings: list[SpanProcessor]
+    """Those that want ``_on_ending``."""
+
     def on_start(self, span: Span, parent_context: Context | None = None) -> None: ...
 
     def _on_ending(self, span: Span) -> None: ...
@@ -153,8 +158,9 @@ class UnitProcessor(SpanProcessor):
     # sets them in ``ReadableSpan.__init__`` (were one renamed, every unit test would fail).
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        if self._gate is not None:  # outside the guard: what an exporting processor raises is its own
-            self._gate.on_start(span, parent_context)
+        gate = self._gate
+        if gate is not None and gate.starts:  # outside the guard: what an exporting processor raises is its own
+            gate.on_start(span, parent_context)
         try:
             parent = span._parent
             enclosing = self._open.get(parent[1]) if parent is not None and not parent[2] else None
@@ -186,8 +192,9 @@ class UnitProcessor(SpanProcessor):
             _guard.swallow("on_start")
 
     def _on_ending(self, span: Span) -> None:
-        if self._gate is not None:
-            self._gate._on_ending(span)
+        gate = self._gate
+        if gate is not None and gate.endings:
+            gate._on_ending(span)
 
     def on_end(self, span: ReadableSpan) -> None:
         span_id = span._context[1]  # type: ignore[index]
@@ -319,12 +326,17 @@ class UnitProcessor(SpanProcessor):
     def note_bare(self, span: ApiSpan, system: str, text: str, *, query: bool) -> None:
         """Count a query, or a round trip, that is no DB call of its own (``OpenUnit.add_bare``)
         for the units ``span``, the current span, belongs to."""
+        self._update(span, lambda unit: unit.add_bare(system, text, query=query))
+
+    def _update(self, span: ApiSpan, change: Callable[[OpenUnit], object]) -> None:
+        """``change`` each unfinished unit ``span`` (the current span, where a hook runs) belongs
+        to, under the lock (threads of one unit report at the same moment)."""
         units = self._open.get(span.get_span_context().span_id)
         if units:
             with self._lock:
                 for unit in units:
                     if not unit.finished:
-                        unit.add_bare(system, text, query=query)
+                        change(unit)
 
     def setting_up(self, call: Callable[[], T]) -> T:
         """``call()``, which sets a database connection up (Django's ``connect()``: the session's
@@ -352,24 +364,12 @@ class UnitProcessor(SpanProcessor):
     def note_pool_wait(self, span: ApiSpan, duration_ns: int) -> None:
         """Count time spent waiting for a connection from a pool for the units ``span``, the
         current span, belongs to (``zen.db.pool_wait_ms``: apart from the DB time)."""
-        units = self._open.get(span.get_span_context().span_id)
-        if units:
-            with self._lock:
-                for unit in units:
-                    if not unit.finished:
-                        unit.pool_wait_ns += duration_ns
+        self._update(span, lambda unit: unit.add_pool_wait(duration_ns))
 
     def note_cache(self, span: ApiSpan, duration_ns: int, missed: int) -> None:
         """Count a call through Django's cache API (``missed``: 1 for a read that found nothing)
         for the units ``span``, the current span, belongs to."""
-        units = self._open.get(span.get_span_context().span_id)
-        if units:
-            with self._lock:
-                for unit in units:
-                    if not unit.finished:
-                        unit.cache_calls += 1
-                        unit.cache_misses += missed
-                        unit.cache_ns += duration_ns
+        self._update(span, lambda unit: unit.add_cache_call(duration_ns, missed))
 
     def note_no_timeout(self, span: ApiSpan, method: str, address: str) -> None:
         """Count an external call made without a timeout, with an event on its span (or on the
