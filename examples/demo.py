@@ -44,10 +44,13 @@ TOUR = [
     ("/checkout/3/background/", "the fixed twin: a task calls the provider, with a timeout", 1),
     ("/stats/rebuild/", "a slow task, over its duration budget", 1),
     ("/stock/sync/", "a failing task: retried twice, then it fails for good", 3),
+    ("/orders/3/receipt/", "a Django task builds the receipt in the background; its queue wait is measured", 1),
 ]
+# A management command after the tour: the nightly job is a unit too.
+COMMAND = ("remind_unpaid", "a nightly command reads each order's customer one by one (N+1)")
 
 LINE = re.compile(
-    r"zenmetry (?P<kind>http|task) (?P<head>.+?) \| queries (?P<queries>\d+)(?: \([^)]*\))* \| db (?P<db>[\d.]+) ms"
+    r"zenmetry (?P<kind>http|task|command) (?P<head>.+?) \| queries (?P<queries>\d+)(?: \([^)]*\))* \| db (?P<db>[\d.]+) ms"
     r"(?: \| cache [^|]*)? \| mem (?P<mem>[+-][\d.]+) MiB[^|]* \| ext (?P<ext>\d+)[^|]*(?: \| queued [\d.]+ ms)?"
     r" \| (?P<total>[\d.]+) ms(?: \| BREACH (?P<breach>.*))?"
 )
@@ -67,7 +70,7 @@ class Row:
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="zenmetry-demo-"))
     env = _environment(workdir)
-    print("zenmetry demo: the example shop (SQLite, a Celery worker on a folder broker) under")
+    print("zenmetry demo: the example shop (SQLite, a Celery worker on a folder broker, a Django task worker) under")
     print("  opentelemetry-instrument, with ZENMETRY_CONSOLE=1 and the budgets of examples/shop/zenmetry.toml")
     print(
         "  exporting to",
@@ -108,11 +111,12 @@ def main() -> int:
         ],
         env,
     )
+    # Django's own tasks: django-tasks-db's worker, polling the shop's database.
+    tasks = _start([launcher, sys.executable, "manage.py", "db_worker", "--interval", "0.2", "--no-reload"], env)
+    processes = (web, worker, tasks)
     rows: dict[tuple[str, str], Row] = defaultdict(Row)
     task_lines = threading.Semaphore(0)
-    readers = [
-        threading.Thread(target=_echo, args=(process, rows, task_lines), daemon=True) for process in (web, worker)
-    ]
+    readers = [threading.Thread(target=_echo, args=(process, rows, task_lines), daemon=True) for process in processes]
     for reader in readers:
         reader.start()
     try:
@@ -124,10 +128,14 @@ def main() -> int:
                 if not task_lines.acquire(timeout=30):
                     raise SystemExit("a task did not run within 30 s")
             time.sleep(0.2)  # let the request's console line arrive before the next heading
+        name, what = COMMAND
+        print(f"\n-> manage.py {name}  ({what})", flush=True)
+        command = _start([launcher, sys.executable, "manage.py", name], env)
+        _echo(command, rows, task_lines)
     finally:
-        for process in (web, worker):
+        for process in processes:
             process.send_signal(signal.SIGTERM)
-        for process in (web, worker):
+        for process in processes:
             process.wait(timeout=30)
         for reader in readers:
             reader.join(timeout=5)
@@ -180,7 +188,7 @@ def _echo(server: subprocess.Popen[str], rows: dict[tuple[str, str], Row], task_
         if match is None:
             continue
         head = match["head"].split()
-        name = head[1] if match["kind"] == "http" else head[0]
+        name = head[1] if match["kind"] == "http" else head[0]  # a task's or a command's name
         row = rows[(match["kind"], name)]
         row.queries.append(int(match["queries"]))
         row.db_ms.append(float(match["db"]))

@@ -10,6 +10,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import django
 import pytest
 
 from support.otlp import Receiver
@@ -54,7 +55,8 @@ class TestGunicorn:
         server.stop()
         receiver.wait(lambda r: len(r.units()) == len(blocks))
         counted = [unit.attributes["zen.db.queries"] for unit in sorted(receiver.units(), key=lambda u: u.start_ns)]
-        assert counted == [captured[block] for block in blocks] == [3, 10, 5, 2, 10]
+        iterator = 5 if django.VERSION < (6,) else 3  # its bulk_create: in a transaction before Django 6
+        assert counted == [captured[block] for block in blocks] == [3, 10, iterator, 2, 10]
 
     def test_a_request_waiting_for_the_pools_one_connection_says_so(self, receiver: Receiver) -> None:
         """Django's psycopg pool of one connection, two gthread threads: a request that comes while

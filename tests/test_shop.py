@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import django
 import psycopg
 import pytest
 
@@ -33,6 +34,16 @@ EXPECTED_TABLE = {
     ("task", "shop.tasks.confirm_payment"): ("1", "2", "2", "1", "-"),
     ("task", "shop.tasks.rebuild_stats"): ("1", "1", "1", "0", "duration_ms"),
     ("task", "shop.tasks.sync_stock"): ("3", "1", "1", "0", "-"),
+    ("http", "orders/<int:pk>/receipt/"): ("1", "2", "2", "0", "-"),
+    ("task", "shop.jobs.send_receipt"): ("1", "2", "2", "0", "-"),
+    # 1 + 10 unpaid orders' customers; on Django 6, the system checks the command runs first
+    # also ask SQLite for JSON support (django-tasks-db's JSONField): BEGIN, SELECT JSON(?), COMMIT.
+    ("command", "remind_unpaid"): (
+        "1",
+        *(("11", "11") if django.VERSION < (6,) else ("14", "14")),
+        "0",
+        "repeated_queries",
+    ),
 }
 
 
@@ -49,7 +60,7 @@ class TestDemo:
     def test_the_tour_says_where_each_problem_is(self, demo: str) -> None:
         """The N+1's line, the slow statement's, the call without a timeout's, and where the
         traced report's memory went."""
-        lines = {line.split(" | ")[0].strip(): line for line in demo.splitlines() if "zenmetry http" in line}
+        lines = {line.split(" | ")[0].strip(): line for line in demo.splitlines() if "zenmetry " in line}
         n_plus_one = line_of(SHOP_VIEWS, "return JsonResponse", after="def order_list(request")
         assert lines["zenmetry http GET orders/ 200"].endswith(
             f"BREACH repeated_queries 12>5 at shop/views.py:{n_plus_one} order_list"
@@ -65,6 +76,12 @@ class TestDemo:
         keeping = line_of(SHOP_VIEWS, '"note": "x" * 64} for i in range(5000)')
         assert ["traced:" in line for line in reports] == [False, True]
         assert f", most at shop/views.py:{keeping} " in reports[1]
+        command = SHOP_VIEWS.parent / "management" / "commands" / "remind_unpaid.py"
+        remind = line_of(command, "emails = [order.customer.email")
+        assert lines["zenmetry command remind_unpaid OK"].endswith(
+            f"BREACH repeated_queries 10>5 at shop/management/commands/remind_unpaid.py:{remind} Command.handle"
+        )
+        assert " | queued " in lines["zenmetry task shop.jobs.send_receipt SUCCESSFUL"]
 
 
 @pytest.fixture

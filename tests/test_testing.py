@@ -13,6 +13,7 @@ import subprocess
 import sys
 import types
 
+import django
 import wrapt
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
@@ -69,8 +70,10 @@ def test_the_test_suites_units_are_productions(postgres_db: str) -> None:
     # Queries as Django counts them (the view's, the streamed body's, the threads'), then round
     # trips: the server-side cursors' DESCRIBE, FETCH and CLOSE, the driver's BEGIN and COMMIT for
     # Django's, and none for an empty atomic() Django logs as BEGIN and COMMIT.
-    queries = [3, 17, 12, 1, 2, 3, 2, 1, 0, 3, 2, 3, 3, 10, 10, 5, 18, 2, 0, 0, 0, 2, 1, 0, 3]
-    round_trips = [3, 22, 12, 1, 2, 3, 2, 1, 0, 3, 2, 3, 3, 10, 10, 11, 18, 0, 0, 0, 0, 2, 1, 0, 3]
+    # The iterator block's bulk_create of one batch: in a transaction of its own before Django 6.
+    bulk = 2 if django.VERSION < (6,) else 0
+    queries = [3, 17, 12, 1, 2, 3, 2, 1, 0, 3, 2, 3, 3, 10, 10, 3 + bulk, 18, 2, 0, 0, 0, 2, 1, 0, 3]
+    round_trips = [3, 22, 12, 1, 2, 3, 2, 1, 0, 3, 2, 3, 3, 10, 10, 9 + bulk, 18, 0, 0, 0, 0, 2, 1, 0, 3]
     assert [unit[3] for unit in testing] == [list(pair) for pair in zip(queries, round_trips, strict=True)]
     # External calls, and those made without a timeout: urllib's first call loads its instrumentation.
     assert [unit[5] for unit in testing[18:21]] == [[1, 0], [1, 1], [1, 0]]

@@ -372,7 +372,7 @@ class TestCompose:
         ]
 
     def test_has_every_service_of_the_stack(self, compose: dict[str, Any]) -> None:
-        """Databases, broker, the shop and its worker, the payment stand-in and the telemetry backends."""
+        """Databases, broker, the shop and its workers (Celery, Django tasks), the payment stand-in and the telemetry backends."""
         assert set(compose["services"]) == {
             "postgres",
             "mongo",
@@ -381,6 +381,7 @@ class TestCompose:
             "shop-migrate",
             "shop",
             "worker",
+            "tasks",
             "otel-collector",
             "tempo",
             "prometheus",
@@ -488,16 +489,19 @@ class TestCompose:
         assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
         assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
 
-    def test_shop_and_worker_run_under_the_launcher(self, compose: dict[str, Any]) -> None:
-        """gunicorn and the Celery worker start through opentelemetry-instrument, each its own service."""
-        shop, worker = compose["services"]["shop"], compose["services"]["worker"]
+    def test_shop_and_workers_run_under_the_launcher(self, compose: dict[str, Any]) -> None:
+        """gunicorn, the Celery worker and the Django tasks' db_worker start through
+        opentelemetry-instrument, each its own service."""
+        shop, worker, tasks = (compose["services"][name] for name in ("shop", "worker", "tasks"))
         assert shop["command"][:3] == ["opentelemetry-instrument", "gunicorn", "shop.wsgi"]
         assert worker["command"][:4] == ["opentelemetry-instrument", "celery", "--app=shop", "worker"]
-        assert (shop["environment"]["OTEL_SERVICE_NAME"], worker["environment"]["OTEL_SERVICE_NAME"]) == (
+        assert tasks["command"][:4] == ["opentelemetry-instrument", "python", "manage.py", "db_worker"]
+        assert [service["environment"]["OTEL_SERVICE_NAME"] for service in (shop, worker, tasks)] == [
             "shop-web",
             "shop-worker",
-        )
-        for service in (shop, worker):
+            "shop-tasks",
+        ]
+        for service in (shop, worker, tasks):
             env = service["environment"]
             assert {"DATABASE_URL", "MONGO_URL", "CELERY_BROKER_URL", "PAYMENTS_URL", "ZENMETRY_BUDGETS"} <= set(env)
             assert env["ZENMETRY_BUDGETS"] == "/app/examples/shop/zenmetry.toml"

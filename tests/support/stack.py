@@ -85,8 +85,14 @@ INSTRUMENTS = (
     Instrument("zen.unit.queue_wait", "s", "histogram", kinds=("task",)),
 )
 POINT_ATTRIBUTES = {
-    "http": ("zen.unit.kind", "zen.unit.name", "http.request.method", "http.response.status_code"),
-    "task": ("zen.unit.kind", "zen.unit.name", "celery.state"),
+    "http": (("zen.unit.kind", "zen.unit.name", "http.request.method", "http.response.status_code"),),
+    # A Celery task's points, and a Django task's.
+    "task": (
+        ("zen.unit.kind", "zen.unit.name", "celery.state"),
+        ("zen.unit.kind", "zen.unit.name", "django.task.status"),
+    ),
+    # A management command's process exits before any scrape: its labels are checked by name.
+    "command": (("zen.unit.kind", "zen.unit.name", "zen.command.status"),),
 }
 
 
@@ -266,11 +272,13 @@ class Prometheus:
         return float(result[0]["value"][1]) if result else None
 
     @staticmethod
-    def wait(condition: Callable[[], bool], message: str, timeout: float = 90) -> None:
+    def wait(
+        condition: Callable[[], bool], message: str, timeout: float = 90, describe: Callable[[], object] | None = None
+    ) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
-                raise AssertionError(message)
+                raise AssertionError(f"{message}: {describe()}" if describe else message)
             time.sleep(0.2)
 
     def stop(self) -> None:

@@ -20,7 +20,15 @@ INSTALLED_APPS = [
     "django.contrib.admin",
     "zentestapp",
     "zencountapp",
+    # Django's task framework with a real worker: django-tasks-db's db_worker.
+    "django_tasks_db",
 ]
+# Django 6's own task framework, or its backport on Django 5.2 (the same API).
+_TASKS = "django.tasks" if __import__("django").VERSION >= (6,) else "django_tasks"
+TASKS = {
+    "default": {"BACKEND": "django_tasks_db.DatabaseBackend"},
+    "immediate": {"BACKEND": f"{_TASKS}.backends.immediate.ImmediateBackend"},
+}
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     # Django's own Redis cache on the machine's Redis, a database of the tests' own.
@@ -48,6 +56,14 @@ STATIC_URL = "/static/"
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+# The task workers' own log on stdout ("Task id=... path=... state=SUCCESSFUL"), the ground truth
+# the tests check units against; Django 6 logs it to "django.tasks", the backport to "django_tasks".
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"}},
+    "loggers": {name: {"handlers": ["stdout"], "level": "INFO", "propagate": False} for name in (_TASKS,)},
+}
 
 if os.environ.get("ZEN_TEST_DB", "postgresql") == "sqlite":
     DATABASES = {

@@ -7,6 +7,7 @@ api = [path("customers/<int:n>/", views.queries)]
 urlpatterns = [
     path("queries/<int:n>/", views.queries),
     path("timed/", views.timed),
+    path("immediate/", views.immediate),
     path("enqueue/<str:queue>/", views.enqueue),
     path("cached/<str:alias>/", views.cached),
     path("downstream/<int:n>", views.queries),  # no slash: what views.external calls

@@ -61,6 +61,15 @@ def enqueue(request: HttpRequest, queue: str) -> JsonResponse:
     return JsonResponse({"sent": queue})
 
 
+def immediate(request: HttpRequest) -> JsonResponse:
+    """One query of its own, then a Django task of 3 queries run by the immediate backend."""
+    from zentestapp import jobs
+
+    list(Customer.objects.filter(pk=1))
+    result = jobs.three_queries.using(backend="immediate").enqueue(1)
+    return JsonResponse({"status": str(result.status), "value": result.return_value})
+
+
 def timed(request: HttpRequest) -> JsonResponse:
     """One query, and a Server-Timing header of the view's own."""
     list(Customer.objects.filter(pk=1))

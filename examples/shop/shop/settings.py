@@ -16,7 +16,7 @@ DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
 ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "shop.urls"
 WSGI_APPLICATION = "shop.wsgi.application"
-INSTALLED_APPS = ["django.contrib.contenttypes", "shop"]
+INSTALLED_APPS = ["django.contrib.contenttypes", "django_tasks_db", "shop"]
 MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
 USE_TZ = True
 TIME_ZONE = "UTC"
@@ -62,6 +62,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_processed": str(folder / "processed"),
         "control_folder": str(folder / "control"),
     }
+
+# Django's own tasks, stored in the shop's database and run by django-tasks-db's db_worker.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 # The payment provider; unset, the shop starts a stand-in itself (shop/payments.py).
 PAYMENTS_URL = os.environ.get("PAYMENTS_URL", "")

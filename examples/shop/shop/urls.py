@@ -11,6 +11,7 @@ urlpatterns = [
     path("catalogue/", views.catalogue),
     path("checkout/<int:pk>/", views.checkout),
     path("checkout/<int:pk>/background/", views.checkout_background),
+    path("orders/<int:pk>/receipt/", views.receipt),
     path("stats/rebuild/", views.rebuild_stats),
     path("stock/sync/", views.sync_stock),
     path("report/", views.report),

@@ -175,19 +175,25 @@ def budget(**limits: float) -> Callable[[Decorated], Decorated]:
     ``@budget(queries=5, duration_ms=200)``, with any limit of the budget file (the keys
     of ``zenmetry.config._limits.LIMITS``); limits left out come from the entry that would
     otherwise apply, and ``zen.budget`` reads ``@budget``. Put it below ``@app.task`` (or
-    on the function a task wraps). An unknown or wrong limit raises ``ConfigError`` when the
-    decorated module is imported.
+    on the function a task wraps); a Django task takes it above or below ``@task``. An
+    unknown or wrong limit raises ``ConfigError`` when the decorated module is imported.
     """
 
     def decorate(target: Decorated) -> Decorated:
         where = _describe(target)
-        setattr(target, BUDGET_ATTRIBUTE, _limits.parse(limits, where))
+        parsed = _limits.parse(limits, where)
+        try:
+            setattr(target, BUDGET_ATTRIBUTE, parsed)
+        except (AttributeError, TypeError):  # a Django Task is a frozen dataclass: the budget goes on its function
+            setattr(target.func, BUDGET_ATTRIBUTE, parsed)  # type: ignore[union-attr]
         return target
 
     return decorate
 
 
 def _describe(target: Any) -> str:
+    if not hasattr(target, "__code__") and hasattr(getattr(target, "func", None), "__code__"):
+        target = target.func  # a Django Task
     module = getattr(target, "__module__", None) or "?"
     code = getattr(target, "__code__", None)
     file = code.co_filename if code is not None else getattr(sys.modules.get(module), "__file__", None)

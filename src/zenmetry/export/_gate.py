@@ -135,6 +135,7 @@ class ExportGate(SpanProcessor):
             (isinstance(status, int) and status >= 500)
             or point.get(_names.CELERY_STATE) in _FAILED_STATES
             or point.get(_names.COMMAND_STATUS) == "ERROR"
+            or point.get(_names.DJANGO_TASK_STATUS) == "FAILED"
         ):
             return _names.DB_SPANS_EXPORTED
         if in_ratio(unit.span.get_span_context().trace_id, self.settings.db_spans_ratio):

@@ -71,7 +71,7 @@ def _point_head(figures: Figures, point: Mapping[str, str | int]) -> list[object
         return [method, figures.name, point.get(_names.HTTP_RESPONSE_STATUS_CODE, "?")]
     if figures.kind == _names.KIND_COMMAND:
         return [figures.name, point.get(_names.COMMAND_STATUS, "?")]
-    return [figures.name, point.get(_names.CELERY_STATE, "?")]
+    return [figures.name, point.get(_names.CELERY_STATE) or point.get(_names.DJANGO_TASK_STATUS, "?")]
 
 
 def _mib(size: int) -> str:

@@ -93,6 +93,7 @@ _CONSUMER: Final = SpanKind.CONSUMER
 _CLIENT: Final = SpanKind.CLIENT
 _INTERNAL: Final = SpanKind.INTERNAL
 _COMMAND_SCOPE: Final = _names.COMMAND_SCOPE
+_TASK_SCOPES: Final = (CELERY_SCOPE, _names.DJANGO_TASKS_SCOPE)
 _EXPORTED: Final = _names.DB_SPANS_EXPORTED
 
 
@@ -167,7 +168,7 @@ class UnitProcessor(SpanProcessor):
             kind = span._kind
             if kind is _SERVER:
                 unit_kind = _names.KIND_HTTP
-            elif kind is _CONSUMER and span.instrumentation_scope.name == CELERY_SCOPE:  # type: ignore[union-attr]
+            elif kind is _CONSUMER and span.instrumentation_scope.name in _TASK_SCOPES:  # type: ignore[union-attr]
                 unit_kind = _names.KIND_TASK
             elif kind is _INTERNAL and span.instrumentation_scope.name == _COMMAND_SCOPE:  # type: ignore[union-attr]
                 unit_kind = _names.KIND_COMMAND

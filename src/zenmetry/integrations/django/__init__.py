@@ -5,7 +5,10 @@ One module per concern, as the integration grew:
 - ``_requests``: a request's unit, named by its route, finished by the response hook;
 - ``_streaming``: a streamed response's unit, finished when the response is closed;
 - ``_transactions``: transaction control counted where Django logs it, connection set-up;
-- ``_databases``: ``DATABASES`` entries without timeouts.
+- ``_databases``: ``DATABASES`` entries without timeouts;
+- ``_cache``: calls through Django's cache API;
+- ``_commands``: a management command's unit;
+- ``_tasks``: a Django task's unit (``django.tasks``).
 
 This module is the integration itself: what it does before and after the instrumentor loads,
 and when the instrumentor may load (``instrument_when_ready``). A test suite measures requests
@@ -30,6 +33,7 @@ from zenmetry.integrations.django._commands import measure_commands
 from zenmetry.integrations.django._databases import check_databases
 from zenmetry.integrations.django._requests import response_hook, view_resolved
 from zenmetry.integrations.django._streaming import responded, sent
+from zenmetry.integrations.django._tasks import measure_tasks
 from zenmetry.integrations.django._transactions import count_transactions, quiet_debug_quoting
 from zenmetry.units._processor import UnitProcessor
 
@@ -49,6 +53,7 @@ class DjangoIntegration(Integration):
         quiet_debug_quoting()
         count_transactions(processor)
         measure_commands(processor)
+        measure_tasks(processor)
 
     def after(self, entry_point: str, processor: UnitProcessor) -> None:
         from django.conf import settings
