@@ -117,6 +117,10 @@ METRIC_EXTERNAL_CALLS: Final = "zen.unit.external.calls"
 METRIC_EXTERNAL_NO_TIMEOUT: Final = "zen.unit.external.no_timeout"
 METRIC_BREACHES: Final = "zen.budget.breaches"
 METRIC_QUEUE_WAIT: Final = "zen.unit.queue_wait"
+# zenmetry's own addition (not in CONTRACT.md): the unit span's zen.cache.calls and
+# zen.cache.misses as metrics, for the overview's "cache misses next to queries".
+METRIC_CACHE_CALLS: Final = "zen.unit.cache.calls"
+METRIC_CACHE_MISSES: Final = "zen.unit.cache.misses"
 ALL_SYSTEMS: Final = "all"
 
 # Semantic-convention names zenmetry reads or writes (both generations where they differ).

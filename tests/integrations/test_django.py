@@ -274,6 +274,24 @@ class TestCache:
         attributes = zen.unit().attributes
         assert (attributes["zen.cache.calls"], attributes["zen.cache.misses"]) == (0, 0)
 
+    def test_the_metrics_record_calls_and_misses_of_units_that_called_the_cache(
+        self, zen: Harness, client: Client
+    ) -> None:
+        """zen.unit.cache.calls and .misses: one point for the page that called the cache (4 calls,
+        2 misses), none for the page that did not."""
+        client.get("/cached/default/")
+        client.get("/queries/1/")
+        point = frozenset(
+            {
+                ("zen.unit.kind", "http"),
+                ("zen.unit.name", "cached/<str:alias>/"),
+                ("http.request.method", "GET"),
+                ("http.response.status_code", 200),
+            }
+        )
+        assert zen.metric("zen.unit.cache.calls") == {point: (1, 4)}
+        assert zen.metric("zen.unit.cache.misses") == {point: (1, 2)}
+
     def test_server_timing_shows_the_cache(self, zen: Harness, client: Client) -> None:
         zen.reset(Settings(server_timing=True))
         response = client.get("/cached/default/")

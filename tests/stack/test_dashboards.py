@@ -473,6 +473,14 @@ class TestOverview:
         top = max(result, key=lambda series: float(series["value"][1]))
         assert (top["metric"]["zen_unit_name"], float(top["value"][1])) == ("orders/", pytest.approx(14.75))
 
+    def test_top_by_p95_cache_misses(self, shop: Shop) -> None:
+        """Only the catalogue calls the cache: its categories missed once, in the warm-up, and hit
+        in every measured round (p95 0 misses)."""
+        result = self._query(shop, "Top routes and tasks by cache misses per unit (p95)")
+        assert [(s["metric"]["zen_unit_name"], float(s["value"][1])) for s in result] == [("catalogue/", 0.0)]
+        calls = shop.query("sum by (zen_unit_name) (zen_unit_cache_calls_sum)")
+        assert [(s["metric"]["zen_unit_name"], float(s["value"][1])) for s in calls] == [("catalogue/", ROUNDS + 1)]
+
     def test_top_by_p95_db_time(self, shop: Shop) -> None:
         """Ten routes and tasks, each with a DB time."""
         result = self._query(shop, "Top routes and tasks by DB time per unit (p95)")
@@ -535,6 +543,7 @@ class TestOverview:
             "Budget breaches per second, by limit",
             "Breaching routes and tasks",
             "Top routes and tasks by DB queries per unit (p95)",
+            "Top routes and tasks by cache misses per unit (p95)",
             "Top routes and tasks by DB time per unit (p95)",
             "DB time by system",
             "Top routes and tasks by memory growth per unit (p95)",

@@ -1,7 +1,8 @@
 """zenmetry's metrics: one histogram per figure and the breach counter (meter ``zenmetry``).
 
 Every point carries ``zen.unit.kind`` and ``zen.unit.name`` plus the bounded attributes its
-kind adds (method and status code for ``http``, ``celery.state`` for ``task``); nothing
+kind adds (method and status code for ``http``, ``celery.state`` or ``django.task.status`` for
+``task``, ``zen.command.status`` for ``command``); nothing
 unbounded (path, id, user, statement) is ever recorded.
 
 The points go into the SDK's own aggregations, bound once per attribute set. Through the
@@ -89,6 +90,18 @@ class Instruments:
             description="Time a task waited in its queue, from its enqueue (or due) time to its start.",
             explicit_bucket_boundaries_advisory=_WAITS,
         )
+        self.cache_calls = meter.create_histogram(
+            _names.METRIC_CACHE_CALLS,
+            unit="{call}",
+            description="Calls through Django's cache API per unit (units that made any).",
+            explicit_bucket_boundaries_advisory=_COUNTS,
+        )
+        self.cache_misses = meter.create_histogram(
+            _names.METRIC_CACHE_MISSES,
+            unit="{call}",
+            description="Cache reads that found nothing, per unit (units that called the cache).",
+            explicit_bucket_boundaries_advisory=_COUNTS,
+        )
         self.breaches = meter.create_counter(
             _names.METRIC_BREACHES,
             unit="{breach}",
@@ -117,6 +130,9 @@ class Instruments:
         points.add(self.external_no_timeout, figures.no_timeout, base)
         if figures.queue_wait_ms is not None:
             points.add(self.queue_wait, figures.queue_wait_ms / 1e3, base)
+        if figures.cache_calls:  # only units that called the cache: nothing to record for the others
+            points.add(self.cache_calls, figures.cache_calls, base)
+            points.add(self.cache_misses, figures.cache_misses, base)
         for system, (count, duration_ms) in figures.systems.items():
             per_system = {**base, _names.DB_SYSTEM: system}
             points.add(self.db_queries, count, per_system, system)
