@@ -105,6 +105,33 @@ class TestVerdict:
         assert {s.parent.span_id for s in spans if s.name == "SELECT"} == {unit.context.span_id}  # type: ignore[union-attr]
         assert unit.attributes["zen.db.spans"] == "exported"
 
+    @pytest.mark.parametrize(
+        ("queries", "point", "kept"),
+        [
+            (6, OK, True),  # breached repeated_queries
+            (1, {"http.request.method": "GET", "http.response.status_code": 500}, True),
+            (1, {"django.task.status": "FAILED"}, True),
+            (3, OK, None),  # healthy: no mark, its DB spans summarized
+        ],
+    )
+    def test_a_kept_units_span_and_held_db_spans_say_so(
+        self, gated: Gated, queries: int, point: dict[str, str | int], kept: bool | None
+    ) -> None:
+        """zen.unit.kept on the unit span and on every DB span released for its verdict, for the
+        collector to keep whatever it samples; a healthy unit carries no mark. A call to another
+        service passed before the verdict and is not marked."""
+        with gated.tracer.start_as_current_span("GET /unit", kind=SpanKind.SERVER) as span:
+            for _ in range(queries):
+                db(gated.tracer, "SELECT 1 FROM t")
+            with gated.tracer.start_as_current_span(
+                "GET", kind=SpanKind.CLIENT, attributes={"http.request.method": "GET"}
+            ):
+                pass
+            gated.processor.finish(span, "unit/", point)
+        marks = [(s.name, (s.attributes or {}).get("zen.unit.kept")) for s in gated.exporter.get_finished_spans()]
+        held = [("SELECT", kept)] * queries if kept else []
+        assert marks == [("GET", None), *held, ("GET /unit", kept)]
+
     def test_a_failed_task_exports_its_db_spans(self, gated: Gated) -> None:
         celery = gated.provider.get_tracer(CELERY_SCOPE)
         with celery.start_as_current_span("run/t", kind=SpanKind.CONSUMER) as task:
@@ -299,6 +326,19 @@ class TestOverOtlp:
             "boom/": ("exported", 1, 1),
             "external/<str:library>/<str:path>/": ("summarized", 0, 1),  # the call out, never held
         }
+        # The N+1 breached and the raising page failed: kept, their unit spans and DB spans marked
+        # for the collector; the healthy pages carry no mark.
+        kept = {name: unit.attributes.get("zen.unit.kept") for name, unit in units.items()}
+        assert kept == {
+            "queries/<int:n>/": None,
+            "nplusone/": True,
+            "boom/": True,
+            "external/<str:library>/<str:path>/": None,
+        }
+        marked = [
+            s.attributes.get("zen.unit.kept") for s in spans if s.kind == "CLIENT" and "db.statement" in s.attributes
+        ]
+        assert marked == [True] * 13
         receiver.wait(lambda r: r.total("zen.unit.db.queries", db__system="all").count == 4)
         assert receiver.total("zen.unit.db.queries", db__system="all").sum == 16
 

@@ -64,6 +64,9 @@ BUDGET_BREACHED: Final = "zen.budget.breached"
 DB_SPANS: Final = "zen.db.spans"
 DB_SPANS_EXPORTED: Final = "exported"
 DB_SPANS_SUMMARIZED: Final = "summarized"
+UNIT_KEPT: Final = "zen.unit.kept"
+"""``true`` on the unit span of a unit that breached a limit or ended in error, and on every
+span zenmetry held for its verdict: the collector keeps them whatever its sampler decides."""
 
 
 def db_system_queries(system: str) -> str:

@@ -18,6 +18,7 @@ import yaml
 from support.stack import (
     ALERTMANAGER_CONFIG,
     PROMETHEUS_CONFIG,
+    PROMETHEUS_TIER_CONFIG,
     ROOT,
     RULE_TESTS,
     RULES,
@@ -56,9 +57,11 @@ def rule_cases() -> list[dict[str, Any]]:
 
 
 class TestPromtool:
-    def test_configuration_is_valid(self) -> None:
-        """promtool check config accepts prometheus.yml and finds the rule file it loads."""
-        result = run(tool("promtool"), "check", "config", str(PROMETHEUS_CONFIG))
+    @pytest.mark.parametrize("config", [PROMETHEUS_CONFIG, PROMETHEUS_TIER_CONFIG], ids=lambda path: path.name)
+    def test_configuration_is_valid(self, config: Path) -> None:
+        """promtool check config accepts prometheus.yml (and the two tiers' prometheus.tier.yml) and
+        finds the rule file it loads."""
+        result = run(tool("promtool"), "check", "config", str(config))
         assert result.returncode == 0, result.stdout + result.stderr
         assert "SUCCESS: 1 rule files found" in result.stdout
 

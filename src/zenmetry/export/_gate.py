@@ -29,6 +29,7 @@ from zenmetry import _names
 from zenmetry.config._settings import Settings
 from zenmetry.export._held_spans import exportable
 from zenmetry.export._scrub import scrub_statement
+from zenmetry.units._figures import failed
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -41,7 +42,6 @@ MAX_HELD: Final = 1000
 the held ones are released at its end whatever its verdict, and the rest pass at once."""
 
 _RATIO_SCALE: Final = 1 << 64
-_FAILED_STATES: Final = frozenset({"FAILURE", "RETRY"})
 # The SDK's exporting processors do nothing at a span's start and ending: not called.
 _QUIET: Final = (SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor)
 _NO_OP_STARTS: Final = frozenset(kind.on_start for kind in _QUIET)
@@ -130,21 +130,15 @@ class ExportGate(SpanProcessor):
         """``exported`` or ``summarized``, for the unit's DB spans."""
         if not self._exports or self.settings.db_spans != "detail" or unit.overflow or breached or not hooked:
             return _names.DB_SPANS_EXPORTED
-        status = point.get(_names.HTTP_RESPONSE_STATUS_CODE, 0)
-        if (
-            (isinstance(status, int) and status >= 500)
-            or point.get(_names.CELERY_STATE) in _FAILED_STATES
-            or point.get(_names.COMMAND_STATUS) == "ERROR"
-            or point.get(_names.DJANGO_TASK_STATUS) == "FAILED"
-        ):
+        if failed(point):
             return _names.DB_SPANS_EXPORTED
         if in_ratio(unit.span.get_span_context().trace_id, self.settings.db_spans_ratio):
             return _names.DB_SPANS_EXPORTED
         return _names.DB_SPANS_SUMMARIZED
 
-    def settle(self, unit: OpenUnit, verdict: str) -> None:
-        """Release the unit's held DB spans to the exporters, hand them to the enclosing unit's
-        verdict, or forget them."""
+    def settle(self, unit: OpenUnit, verdict: str, kept: bool = False) -> None:
+        """Release the unit's held DB spans to the exporters (marked ``zen.unit.kept`` when the
+        unit is), hand them to the enclosing unit's verdict, or forget them."""
         held, unit.db_spans = unit.db_spans, None
         if not held:
             return
@@ -156,7 +150,7 @@ class ExportGate(SpanProcessor):
             return
         self.held.difference_update(span.context.span_id for span in held)
         if verdict == _names.DB_SPANS_EXPORTED:
-            spans = [exportable(span) for span in held]
+            spans = [exportable(span, kept) for span in held]
             for export in self._exports:
                 for span in spans:
                     export.on_end(span)

@@ -35,6 +35,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.util import types
 
+from zenmetry import _names
 from zenmetry.export._sampler import AlwaysRecordSampler
 
 if TYPE_CHECKING:
@@ -142,9 +143,29 @@ class HeldSpan(Span):
         )
 
 
-def exportable(span: ReadableSpan) -> ReadableSpan:
-    """``span`` as the exporting processors are given it."""
-    return span.exportable() if span.__class__ is HeldSpan else span
+def exportable(span: ReadableSpan, kept: bool = False) -> ReadableSpan:
+    """``span`` as the exporting processors are given it; ``kept``: marked ``zen.unit.kept``, its
+    unit breached a limit or ended in error (the collector keeps it whatever it samples)."""
+    if span.__class__ is HeldSpan:
+        if kept:
+            span._values[_names.UNIT_KEPT] = True  # noqa: SLF001 - this module's own class
+        return span.exportable()
+    if not kept:
+        return span
+    return ReadableSpan(  # the SDK's span, ended and immutable: a copy with the mark
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=BoundedAttributes(None, {**(span.attributes or {}), _names.UNIT_KEPT: True}, immutable=True),
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
 
 
 class HoldingTracer(Tracer):

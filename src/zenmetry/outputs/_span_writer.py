@@ -47,6 +47,8 @@ def write(unit: FinishedUnit, span: Span | None) -> None:
         attributes[_names.TASK_QUEUE_WAIT_MS] = figures.queue_wait_ms
     if found:
         attributes[_names.BUDGET_BREACHED] = tuple(breach.limit for breach in found)
+    if unit.kept:
+        attributes[_names.UNIT_KEPT] = True
     write_attributes(span, attributes)
     for breach in found:
         span.add_event(

@@ -22,6 +22,21 @@ from zenmetry.units._no_timeout import Finding
 from zenmetry.units._shapes import ROUND_TRIP
 
 NEVER: Final = 2**62
+_FAILED_STATES: Final = frozenset({"FAILURE", "RETRY"})
+
+
+def failed(point: Mapping[str, str | int]) -> bool:
+    """Whether a unit ended in error, by its metric point: a 5xx response, a Celery task that
+    failed or is retried, a Django task that failed, a command that raised or exited non-zero."""
+    status = point.get(_names.HTTP_RESPONSE_STATUS_CODE, 0)
+    return (
+        (isinstance(status, int) and status >= 500)
+        or point.get(_names.CELERY_STATE) in _FAILED_STATES
+        or point.get(_names.COMMAND_STATUS) == "ERROR"
+        or point.get(_names.DJANGO_TASK_STATUS) == "FAILED"
+    )
+
+
 """A duration no call reaches: the slow-call check when ``slow_query_ms`` is off."""
 
 
@@ -354,6 +369,11 @@ class FinishedUnit:
     @property
     def kind(self) -> str:
         return self.figures.kind
+
+    @property
+    def kept(self) -> bool:
+        """``zen.unit.kept``: it breached a limit or ended in error, so its trace is kept."""
+        return bool(self.breaches) or failed(self.point)
 
     # The unit span's figures, by their names there (``assert unit.queries == 3``).
 

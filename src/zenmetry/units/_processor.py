@@ -71,7 +71,7 @@ class Gate(Protocol):
 
     def verdict(self, unit: OpenUnit, point: Attributes, breached: bool, hooked: bool) -> str: ...
 
-    def settle(self, unit: OpenUnit, verdict: str) -> None: ...
+    def settle(self, unit: OpenUnit, verdict: str, kept: bool = False) -> None: ...
 
     settings: Settings
 
@@ -442,7 +442,7 @@ class UnitProcessor(SpanProcessor):
         if any(breach.limit == "memory_mb" for breach in found):
             self._tracer.arm(self.settings.memory_trace, unit.kind, name)
         if gate is not None:
-            gate.settle(unit, verdict)
+            gate.settle(unit, verdict, finished.kept)
         for listener in self.listeners:
             listener(finished, span)
         return finished
