@@ -117,9 +117,9 @@ class TestVerdict:
     def test_a_kept_units_span_and_held_db_spans_say_so(
         self, gated: Gated, queries: int, point: dict[str, str | int], kept: bool | None
     ) -> None:
-        """zen.unit.kept on the unit span and on every DB span released for its verdict, for the
-        collector to keep whatever it samples; a healthy unit carries no mark. A call to another
-        service passed before the verdict and is not marked."""
+        """zen.unit.kept on the unit span and on every span held for its verdict (its DB spans, and
+        its call to another service, released whatever the verdict), for the collector to keep
+        whatever it samples; a healthy unit carries no mark."""
         with gated.tracer.start_as_current_span("GET /unit", kind=SpanKind.SERVER) as span:
             for _ in range(queries):
                 db(gated.tracer, "SELECT 1 FROM t")
@@ -130,7 +130,7 @@ class TestVerdict:
             gated.processor.finish(span, "unit/", point)
         marks = [(s.name, (s.attributes or {}).get("zen.unit.kept")) for s in gated.exporter.get_finished_spans()]
         held = [("SELECT", kept)] * queries if kept else []
-        assert marks == [("GET", None), *held, ("GET /unit", kept)]
+        assert marks == [("GET", kept), *held, ("GET /unit", kept)]
 
     def test_a_failed_task_exports_its_db_spans(self, gated: Gated) -> None:
         celery = gated.provider.get_tracer(CELERY_SCOPE)
@@ -139,8 +139,18 @@ class TestVerdict:
             gated.processor.finish(task, "t", {"celery.state": "FAILURE"})
         assert gated.exported() == ["SELECT", "run/t"]
 
-    def test_external_calls_are_never_held(self, gated: Gated) -> None:
-        gated.request("GET /call", 2, external=True)
+    def test_external_calls_leave_with_their_unit_whatever_its_verdict(self, gated: Gated) -> None:
+        """A call to another service is held to carry the unit's verdict, and never dropped: it is
+        exported at the unit's end, before the unit span, when the DB spans are summarized."""
+        with gated.tracer.start_as_current_span("GET /call", kind=SpanKind.SERVER) as span:
+            db(gated.tracer, "SELECT 1 FROM t")
+            with gated.tracer.start_as_current_span(
+                "GET", kind=SpanKind.CLIENT, attributes={"http.request.method": "GET"}
+            ):
+                assert gated.exported() == []
+            assert gated.exported() == []  # held
+            gated.processor.finish(span, "call/", OK)
+            assert gated.exported() == ["GET"]
         assert gated.exported() == ["GET", "GET /call"]
 
     def test_a_db_span_outside_any_unit_is_exported_at_once(self, gated: Gated) -> None:

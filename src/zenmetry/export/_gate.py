@@ -9,8 +9,9 @@ its ``verdict``: ``exported`` if the unit breached a limit, ended in error or fa
 ``ZENMETRY_DB_SPANS_RATIO`` (decided from the trace id, so a trace is kept or summarized whole),
 ``summarized`` otherwise; ``settle`` then releases the held spans to every exporting processor,
 hands them to the enclosing unit (an eager task's spans go with its request's verdict), or
-forgets them. Spans that carry context to another process (external calls, Celery producer
-spans) are never held.
+forgets them. A unit's other spans (its calls to other services, spans of the application's
+own) are held too in ``detail`` mode, and always released with the verdict: a kept unit's
+spans then all carry ``zen.unit.kept`` for the collector.
 
 The shape of the SDK's ``SimpleSpanProcessor``: one job, check and hand off. The unit processor
 calls it directly (the provider calls one processor per span instead of two: three calls per
@@ -119,12 +120,33 @@ class ExportGate(SpanProcessor):
         held = unit.db_spans
         if held is None:
             held = unit.db_spans = []
-        elif len(held) >= MAX_HELD:
+        elif len(held) + len(unit.other_spans or ()) >= MAX_HELD:
             unit.overflow = True  # from now on its DB spans pass, and the held ones go at its end
             return False
         held.append(span)
         self.held.add(span._context[1])  # type: ignore[index]
         return True
+
+    def hold_other(self, span: ReadableSpan, unit: OpenUnit) -> None:
+        """Another span of ``unit`` has ended (a call to another service, a span of the
+        application's own): in ``detail`` mode, hold it to leave with the unit's verdict, so that
+        a kept unit's spans all say so (``zen.unit.kept``). It is released whatever the verdict."""
+        if (
+            not self._exports
+            or unit.finished
+            or unit.overflow
+            or self.settings.db_spans != "detail"
+            or not span._context[3].sampled  # type: ignore[index]
+        ):
+            return
+        held = unit.other_spans
+        if held is None:
+            held = unit.other_spans = []
+        elif len(held) + len(unit.db_spans or ()) >= MAX_HELD:
+            unit.overflow = True
+            return
+        held.append(span)
+        self.held.add(span._context[1])  # type: ignore[index]
 
     def verdict(self, unit: OpenUnit, point: Mapping[str, str | int], breached: bool, hooked: bool) -> str:
         """``exported`` or ``summarized``, for the unit's DB spans."""
@@ -137,23 +159,28 @@ class ExportGate(SpanProcessor):
         return _names.DB_SPANS_SUMMARIZED
 
     def settle(self, unit: OpenUnit, verdict: str, kept: bool = False) -> None:
-        """Release the unit's held DB spans to the exporters (marked ``zen.unit.kept`` when the
-        unit is), hand them to the enclosing unit's verdict, or forget them."""
-        held, unit.db_spans = unit.db_spans, None
-        if not held:
+        """Release the unit's held spans to the exporters (marked ``zen.unit.kept`` when the unit
+        is): its other spans always, its DB spans when the verdict exports them; or hand them to
+        the enclosing unit's verdict (an eager task's spans go with its request's); or forget its
+        DB spans."""
+        held, unit.db_spans = unit.db_spans or [], None
+        others, unit.other_spans = unit.other_spans or [], None
+        if not held and not others:
             return
         enclosing = unit.enclosing
-        if verdict == _names.DB_SPANS_SUMMARIZED and enclosing is not None and not enclosing.finished:
-            if enclosing.db_spans is None:
-                enclosing.db_spans = []
-            enclosing.db_spans.extend(held)  # an eager task's spans go with its request's verdict
-            return
-        self.held.difference_update(span.context.span_id for span in held)
-        if verdict == _names.DB_SPANS_EXPORTED:
-            spans = [exportable(span, kept) for span in held]
-            for export in self._exports:
-                for span in spans:
-                    export.on_end(span)
+        if not kept and enclosing is not None and not enclosing.finished:
+            if verdict == _names.DB_SPANS_SUMMARIZED and held:
+                enclosing.db_spans = [*(enclosing.db_spans or ()), *held]
+                held = []
+            if others:
+                enclosing.other_spans = [*(enclosing.other_spans or ()), *others]
+                others = []
+        released = [*others, *held] if verdict == _names.DB_SPANS_EXPORTED else others
+        self.held.difference_update(span.context.span_id for span in (*others, *held))
+        spans = [exportable(span, kept) for span in released]
+        for export in self._exports:
+            for span in spans:
+                export.on_end(span)
 
     def shutdown(self) -> None:
         self.held.clear()

@@ -59,6 +59,7 @@ class OpenUnit:
         "name",
         "no_timeout",
         "no_timeout_sites",
+        "other_spans",
         "overflow",
         "override",
         "pool_wait_ns",
@@ -123,9 +124,11 @@ class OpenUnit:
         self.pool_wait_ns = 0
         # A task's wait in its queue, when the enqueue (or due) time is known (``note_unit``).
         self.queue_wait_ns: int | None = None
-        # The export verdict's: the DB spans held until the unit ends (None: none held), whether
-        # more than MAX_HELD came, and the open unit enclosing this one.
+        # The export verdict's: the DB spans held until the unit ends (None: none held), its other
+        # spans held to carry its verdict (released whatever it is), whether more than MAX_HELD
+        # came, and the open unit enclosing this one.
         self.db_spans: list[Any] | None = None
+        self.other_spans: list[Any] | None = None
         self.overflow = False
         self.enclosing: OpenUnit | None = None
 

@@ -71,6 +71,8 @@ class Gate(Protocol):
 
     def verdict(self, unit: OpenUnit, point: Attributes, breached: bool, hooked: bool) -> str: ...
 
+    def hold_other(self, span: ReadableSpan, unit: OpenUnit) -> None: ...
+
     def settle(self, unit: OpenUnit, verdict: str, kept: bool = False) -> None: ...
 
     settings: Settings
@@ -206,8 +208,11 @@ class UnitProcessor(SpanProcessor):
                     self._no_timeout.discard(span_id)
                 if span._kind is _CLIENT:
                     self._add_call(span, span_id, units)
-                elif units[-1].span_id == span_id and not units[-1].finished:
-                    self._complete(units[-1], None, *_from_ended(span), None)
+                elif units[-1].span_id == span_id:
+                    if not units[-1].finished:
+                        self._complete(units[-1], None, *_from_ended(span), None)
+                elif self._gate is not None:
+                    self._gate.hold_other(span, units[-1])
         except Exception:  # noqa: BLE001
             _guard.swallow("on_end")
         if self._gate is not None:
@@ -242,14 +247,20 @@ class UnitProcessor(SpanProcessor):
                 # Held for the unit's verdict, or passed with its statement replaced by its shape
                 # here, where the shape is at hand, rather than found again by the export guard.
                 self._gate.pass_db(span, units[-1], attributes, statement, shape[1] if shape else None)
-        elif _HTTP_REQUEST_METHOD in attributes or _HTTP_METHOD_OLD in attributes:
-            self._add_external(units, duration)
+        else:
+            self._add_other(span, attributes, units, duration)
 
-    def _add_external(self, units: tuple[OpenUnit, ...], duration: int) -> None:
-        with self._lock:
-            for unit in units:
-                if not unit.finished:
-                    unit.add_external(duration)
+    def _add_other(
+        self, span: ReadableSpan, attributes: Mapping[str, Any], units: tuple[OpenUnit, ...], duration: int
+    ) -> None:
+        """A client span that is no DB call: an external call when it is HTTP; held with its unit."""
+        if _HTTP_REQUEST_METHOD in attributes or _HTTP_METHOD_OLD in attributes:
+            with self._lock:
+                for unit in units:
+                    if not unit.finished:
+                        unit.add_external(duration)
+        if self._gate is not None:
+            self._gate.hold_other(span, units[-1])
 
     def holds_under(self, parent: SpanContext) -> bool:
         """Whether a DB span started under ``parent`` may be a held span (``export._held_spans``):
