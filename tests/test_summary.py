@@ -3,6 +3,7 @@ breached, failed or falls in the ratio exports them all; nothing else is ever he
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from support.external_server import external_server
 from support.otlp import Receiver
 from support.processes import gunicorn
 from support.wiring import wired
+from zenmetry.config._budgets import Budgets
 from zenmetry.config._settings import Settings
 from zenmetry.export._gate import MAX_HELD, in_ratio
 from zenmetry.export._sampler import AlwaysRecordSampler
@@ -131,6 +133,32 @@ class TestVerdict:
         marks = [(s.name, (s.attributes or {}).get("zen.unit.kept")) for s in gated.exporter.get_finished_spans()]
         held = [("SELECT", kept)] * queries if kept else []
         assert marks == [("GET", kept), *held, ("GET /unit", kept)]
+
+    def test_a_unit_that_fails_to_finish_holds_nothing_back(
+        self, gated: Gated, monkeypatch: pytest.MonkeyPatch, swallowed: list[logging.LogRecord]
+    ) -> None:
+        """zenmetry's own error while judging a unit (here, resolving its budget at its end) loses
+        none of its spans: the held ones are released as they are, and the fixture finds nothing
+        held."""
+
+        def fails(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("zenmetry's own error")
+
+        with gated.tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER) as span:
+            for i in range(2):
+                db(gated.tracer, f"SELECT {i} FROM t")
+            with gated.tracer.start_as_current_span(
+                "GET", kind=SpanKind.CLIENT, attributes={"http.request.method": "GET"}
+            ):
+                pass
+            assert gated.exported() == []
+            monkeypatch.setattr(Budgets, "resolve", fails)
+            assert gated.processor.finish(span, "x/", OK) is None
+        assert gated.exported() == ["GET", "SELECT", "SELECT", "GET /x"]
+        assert [record.getMessage() for record in swallowed] == [
+            "zenmetry: internal error in finish; the request or task was not affected"
+        ]
+        swallowed.clear()
 
     def test_a_failed_task_exports_its_db_spans(self, gated: Gated) -> None:
         celery = gated.provider.get_tracer(CELERY_SCOPE)

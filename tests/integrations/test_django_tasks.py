@@ -5,6 +5,7 @@ request of this process. On Django 6 the framework is ``django.tasks``; on Djang
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -157,3 +158,30 @@ class TestImmediateBackend:
                 }
             )
         ] == (1, 3)
+
+    def test_a_run_whose_task_finished_never_came_is_finished_when_the_next_starts(self, zen: Harness) -> None:
+        """A receiver connected after zenmetry's raises in task_started: the immediate backend
+        sends it outside its try, so the request fails (as it would without zenmetry) and no
+        task_finished comes. The run's unit is finished, status UNKNOWN, when the next task starts
+        on the thread; the next task is measured as usual."""
+        import django
+
+        signals = importlib.import_module("django.tasks.signals" if django.VERSION >= (6,) else "django_tasks.signals")
+
+        def fails(**_: object) -> None:
+            raise RuntimeError("a receiver after zenmetry's fails")
+
+        signals.task_started.connect(fails, dispatch_uid="zen-test-fails")
+        try:
+            assert Client(raise_request_exception=False).get("/immediate/").status_code == 500
+        finally:
+            signals.task_started.disconnect(dispatch_uid="zen-test-fails")
+        assert Client().get("/immediate/").json() == {"status": "SUCCESSFUL", "value": 3}
+        statuses = {
+            dict(point)["django.task.status"]: count
+            for point, (count, _) in zen.metric("zen.unit.duration").items()
+            if ("zen.unit.kind", "task") in point
+        }
+        assert statuses == {"UNKNOWN": 1, "SUCCESSFUL": 1}
+        tasks = [span for span in zen.units() if span.attributes["zen.unit.kind"] == "task"]
+        assert [span.attributes["zen.db.queries"] for span in tasks] == [0, 3]

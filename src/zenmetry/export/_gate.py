@@ -20,6 +20,7 @@ span fewer, where a DB span costs zenmetry about twenty).
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Final
 
 from opentelemetry.context import Context
@@ -39,8 +40,9 @@ if TYPE_CHECKING:
     from zenmetry.units._figures import OpenUnit
 
 MAX_HELD: Final = 1000
-"""DB spans held per unit. Past it the unit exports its DB spans as plain OpenTelemetry does:
-the held ones are released at its end whatever its verdict, and the rest pass at once."""
+"""DB spans held per unit, and other spans likewise. Past it the unit exports its DB spans as plain
+OpenTelemetry does (the held ones are released at its end whatever its verdict, and the rest pass
+at once); its other spans past it pass at once, unmarked."""
 
 _RATIO_SCALE: Final = 1 << 64
 # The SDK's exporting processors do nothing at a span's start and ending: not called.
@@ -67,7 +69,10 @@ class ExportGate(SpanProcessor):
         self.endings: list[SpanProcessor] = []
         """Those that want ``_on_ending``."""
         self.held: set[int] = set()
-        """The span ids of the DB spans held for their unit's verdict."""
+        """The span ids of the spans held for their unit's verdict."""
+        # Holding and settling a unit's lists: a thread that outlives its unit may end a span
+        # while the unit settles. Uncontended, about 0.05 us a span.
+        self._lock = threading.Lock()
 
     def add(self, export: SpanProcessor) -> int:
         """Pass spans on to ``export``, an exporting processor; returns how many it now feeds."""
@@ -115,38 +120,37 @@ class ExportGate(SpanProcessor):
             scrub_statement(span, attributes, statement, text)
 
     def _hold(self, span: ReadableSpan, unit: OpenUnit) -> bool:
-        if unit.finished or unit.overflow or self.settings.db_spans != "detail":
+        if unit.overflow or self.settings.db_spans != "detail":
             return False
-        held = unit.db_spans
-        if held is None:
-            held = unit.db_spans = []
-        elif len(held) + len(unit.other_spans or ()) >= MAX_HELD:
-            unit.overflow = True  # from now on its DB spans pass, and the held ones go at its end
-            return False
-        held.append(span)
-        self.held.add(span._context[1])  # type: ignore[index]
+        with self._lock:
+            if unit.finished:
+                return False
+            held = unit.db_spans
+            if held is None:
+                held = unit.db_spans = []
+            elif len(held) >= MAX_HELD:
+                unit.overflow = True  # from now on its DB spans pass, and the held ones go at its end
+                return False
+            held.append(span)
+            self.held.add(span._context[1])  # type: ignore[index]
         return True
 
     def hold_other(self, span: ReadableSpan, unit: OpenUnit) -> None:
         """Another span of ``unit`` has ended (a call to another service, a span of the
         application's own): in ``detail`` mode, hold it to leave with the unit's verdict, so that
         a kept unit's spans all say so (``zen.unit.kept``). It is released whatever the verdict."""
-        if (
-            not self._exports
-            or unit.finished
-            or unit.overflow
-            or self.settings.db_spans != "detail"
-            or not span._context[3].sampled  # type: ignore[index]
-        ):
+        if not self._exports or self.settings.db_spans != "detail" or not span._context[3].sampled:  # type: ignore[index]
             return
-        held = unit.other_spans
-        if held is None:
-            held = unit.other_spans = []
-        elif len(held) + len(unit.db_spans or ()) >= MAX_HELD:
-            unit.overflow = True
-            return
-        held.append(span)
-        self.held.add(span._context[1])  # type: ignore[index]
+        with self._lock:
+            if unit.finished:
+                return
+            held = unit.other_spans
+            if held is None:
+                held = unit.other_spans = []
+            elif len(held) >= MAX_HELD:
+                return  # passes now, unmarked
+            held.append(span)
+            self.held.add(span._context[1])  # type: ignore[index]
 
     def verdict(self, unit: OpenUnit, point: Mapping[str, str | int], breached: bool, hooked: bool) -> str:
         """``exported`` or ``summarized``, for the unit's DB spans."""
@@ -163,20 +167,21 @@ class ExportGate(SpanProcessor):
         is): its other spans always, its DB spans when the verdict exports them; or hand them to
         the enclosing unit's verdict (an eager task's spans go with its request's); or forget its
         DB spans."""
-        held, unit.db_spans = unit.db_spans or [], None
-        others, unit.other_spans = unit.other_spans or [], None
-        if not held and not others:
-            return
-        enclosing = unit.enclosing
-        if not kept and enclosing is not None and not enclosing.finished:
-            if verdict == _names.DB_SPANS_SUMMARIZED and held:
-                enclosing.db_spans = [*(enclosing.db_spans or ()), *held]
-                held = []
-            if others:
-                enclosing.other_spans = [*(enclosing.other_spans or ()), *others]
-                others = []
-        released = [*others, *held] if verdict == _names.DB_SPANS_EXPORTED else others
-        self.held.difference_update(span.context.span_id for span in (*others, *held))
+        with self._lock:
+            held, unit.db_spans = unit.db_spans or [], None
+            others, unit.other_spans = unit.other_spans or [], None
+            if not held and not others:
+                return
+            enclosing = unit.enclosing
+            if not kept and enclosing is not None and not enclosing.finished:
+                if verdict == _names.DB_SPANS_SUMMARIZED and held:
+                    enclosing.db_spans = [*(enclosing.db_spans or ()), *held]
+                    held = []
+                if others and len(others) + len(enclosing.other_spans or ()) <= MAX_HELD:
+                    enclosing.other_spans = [*(enclosing.other_spans or ()), *others]
+                    others = []
+            released = [*others, *held] if verdict == _names.DB_SPANS_EXPORTED else others
+            self.held.difference_update(span.context.span_id for span in (*others, *held))
         spans = [exportable(span, kept) for span in released]
         for export in self._exports:
             for span in spans:

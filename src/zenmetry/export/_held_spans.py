@@ -158,8 +158,8 @@ def exportable(span: ReadableSpan, kept: bool = False) -> ReadableSpan:
         parent=span.parent,
         resource=span.resource,
         attributes=BoundedAttributes(None, {**(span.attributes or {}), _names.UNIT_KEPT: True}, immutable=True),
-        events=span.events,
-        links=span.links,
+        events=span._events,  # noqa: SLF001 - the SDK's bounded lists: their dropped counts go along
+        links=span._links,  # noqa: SLF001
         kind=span.kind,
         status=span.status,
         start_time=span.start_time,

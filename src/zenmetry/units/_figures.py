@@ -22,6 +22,7 @@ from zenmetry.units._no_timeout import Finding
 from zenmetry.units._shapes import ROUND_TRIP
 
 NEVER: Final = 2**62
+"""A duration no call reaches: the slow-call check when ``slow_query_ms`` is off."""
 _FAILED_STATES: Final = frozenset({"FAILURE", "RETRY"})
 
 
@@ -35,9 +36,6 @@ def failed(point: Mapping[str, str | int]) -> bool:
         or point.get(_names.COMMAND_STATUS) == "ERROR"
         or point.get(_names.DJANGO_TASK_STATUS) == "FAILED"
     )
-
-
-"""A duration no call reaches: the slow-call check when ``slow_query_ms`` is off."""
 
 
 class OpenUnit:

@@ -433,6 +433,21 @@ class UnitProcessor(SpanProcessor):
         with self._lock:
             unit.finished = True
             self._units_open.pop(unit.span_id, None)
+        try:
+            finished, span = self._judge(unit, span, name, point, override)
+        except BaseException:
+            if self._gate is not None:
+                self._gate.settle(unit, _EXPORTED)  # whatever went wrong, no span of it stays held
+            raise
+        for listener in self.listeners:
+            listener(finished, span)
+        return finished
+
+    def _judge(
+        self, unit: OpenUnit, span: ApiSpan | None, name: str, point: Attributes, override: Limits | None
+    ) -> tuple[FinishedUnit, ApiSpan | None]:
+        """A finished unit's figures, breaches and export verdict, its held spans settled; and its
+        span if it can still be written to."""
         end_ns, rss_end = time.time_ns(), _memory.rss()
         allocations = None
         if unit.traced:
@@ -454,9 +469,7 @@ class UnitProcessor(SpanProcessor):
             self._tracer.arm(self.settings.memory_trace, unit.kind, name)
         if gate is not None:
             gate.settle(unit, verdict, finished.kept)
-        for listener in self.listeners:
-            listener(finished, span)
-        return finished
+        return finished, span
 
     # -- the seams zenmetry.testing plugs into ---------------------------------------------
 
@@ -531,4 +544,9 @@ def _from_ended(span: ReadableSpan) -> tuple[str, dict[str, str | int]]:
         status = attributes.get(_names.HTTP_RESPONSE_STATUS_CODE) or attributes.get(_names.HTTP_STATUS_CODE_OLD) or 0
         return name, {_names.HTTP_REQUEST_METHOD: str(method), _names.HTTP_RESPONSE_STATUS_CODE: int(str(status))}
     name = span.name[len(_TASK_PREFIX) :] if span.name.startswith(_TASK_PREFIX) else span.name
+    scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else ""
+    if scope == _names.DJANGO_TASKS_SCOPE:
+        return name, {_names.DJANGO_TASK_STATUS: "UNKNOWN"}
+    if scope == _COMMAND_SCOPE:
+        return name.removeprefix("command "), {_names.COMMAND_STATUS: "UNKNOWN"}
     return name, {_names.CELERY_STATE: str(attributes.get(_names.CELERY_STATE) or "UNKNOWN")}

@@ -5,8 +5,10 @@ No instrumentation exists upstream, so zenmetry opens the task's CONSUMER span i
 signals a backend's worker sends around each run: ``task_started`` opens the unit, and
 ``task_finished`` finishes it with Django's final status (``django.task.status`` on its points).
 A backend needs nothing of zenmetry's. The unit's calls are those made while the task's function
-runs: the span is current from ``task_started`` until ``Task.call`` returns, so what the worker
-does between (claiming the task before, saving its result after) belongs to no unit.
+runs: the span is current only inside ``Task.call``, so what the worker does around it (claiming
+the task before, saving its result after) belongs to no unit. A run whose ``task_finished`` never
+came (a receiver or the worker failed in between) is finished, status ``UNKNOWN``, when the next
+task starts on its thread.
 
 The span continues the trace that is current when the task starts: the request's, for a task run
 by the immediate backend inside it (its queries count for the request too, as an eager Celery
@@ -24,14 +26,12 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from contextvars import Token
 from datetime import datetime
 from functools import partial
 from typing import Any, Final
 
 import wrapt
 from opentelemetry import context, trace
-from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from zenmetry import _guard, _names
@@ -50,10 +50,12 @@ class _Running(threading.local):
 
 
 class _Run:
-    __slots__ = ("id", "path", "span", "token")
+    __slots__ = ("called", "id", "path", "span")
 
-    def __init__(self, id: str, path: str, span: Any, token: Token[Context] | None) -> None:
-        self.id, self.path, self.span, self.token = id, path, span, token
+    def __init__(self, id: str, path: str, span: Any) -> None:
+        self.id, self.path, self.span = id, path, span
+        self.called: bool | None = False
+        """False before ``Task.call``, True inside it, None once it returned."""
 
 
 _running: Final = _Running()
@@ -78,6 +80,7 @@ def _wrap_call(base: Any) -> None:
 
 def _started(processor: UnitProcessor, sender: Any = None, task_result: Any = None, **_: Any) -> None:
     try:
+        _end_stale(processor)
         task = task_result.task
         path = task.module_path
         span = trace.get_tracer(_names.DJANGO_TASKS_SCOPE).start_span(
@@ -90,21 +93,39 @@ def _started(processor: UnitProcessor, sender: Any = None, task_result: Any = No
             },
         )
         processor.note_unit(span, path, budget_of(task.func), _due(task_result, task))
-        token = context.attach(trace.set_span_in_context(span))
-        _running.tasks.append(_Run(str(task_result.id), path, span, token))
+        _running.tasks.append(_Run(str(task_result.id), path, span))
     except Exception:  # noqa: BLE001
         _guard.swallow("the Django task_started receiver")
 
 
+def _end_stale(processor: UnitProcessor) -> None:
+    """Finish the runs of this thread that are not running their function (a task starting now
+    is inside none of them): their ``task_finished`` never came."""
+    for run in [run for run in _running.tasks if run.called is not True]:
+        _running.tasks.remove(run)
+        try:
+            processor.finish(run.span, run.path, {_names.DJANGO_TASK_STATUS: "UNKNOWN"})
+        finally:
+            run.span.end()
+
+
 def _call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-    """``Task.call``: the task's function; its unit stops collecting calls when it returns."""
+    """``Task.call``: the task's function, with its unit's span current while it runs."""
+    token = None
+    try:
+        run = _running.tasks[-1] if _running.tasks else None
+        if run is not None and run.called is False and run.path == _module_path(instance):
+            run.called = True
+            token = context.attach(trace.set_span_in_context(run.span))
+    except Exception:  # noqa: BLE001
+        _guard.swallow("the Django Task.call wrapper")
+        run = None
     try:
         return wrapped(*args, **kwargs)
     finally:
-        run = _running.tasks[-1] if _running.tasks else None
-        if run is not None and run.token is not None and run.path == _module_path(instance):
-            context.detach(run.token)
-            run.token = None
+        if token is not None and run is not None:
+            run.called = None
+            context.detach(token)
 
 
 def _finished(processor: UnitProcessor, sender: Any = None, task_result: Any = None, **_: Any) -> None:
@@ -114,8 +135,6 @@ def _finished(processor: UnitProcessor, sender: Any = None, task_result: Any = N
             return
         run = found[-1]
         _running.tasks.remove(run)
-        if run.token is not None:  # a backend that did not go through Task.call
-            context.detach(run.token)
         status = str(getattr(task_result.status, "value", task_result.status))
         span = run.span
     except Exception:  # noqa: BLE001
