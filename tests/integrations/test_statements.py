@@ -158,6 +158,7 @@ class TestStatementTracer:
             "db.user",
             "net.peer.name",
             "net.peer.port",
+            "zen.unit.kept",  # both held for their unit, which failed
         ]
 
     def test_a_failing_statements_span_has_the_exception_and_the_error_status(
