@@ -3,25 +3,12 @@ exporting OTLP/HTTP to the test receiver, on real PostgreSQL."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from support.otlp import Receiver
-from support.processes import BIN, TESTS, otel_env
-
-
-def _command(receiver: Receiver, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "opentelemetry-instrument"), str(BIN / "python"), "-m", "django", *args],
-        env=otel_env(receiver, **env),
-        cwd=TESTS,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from support.processes import instrumented_command
 
 
 @pytest.mark.usefixtures("postgres_db")
@@ -29,7 +16,7 @@ class TestCommands:
     def test_a_run_is_a_unit_with_its_figures_and_metrics(self, receiver: Receiver) -> None:
         """A command of 3 queries is one unit of kind command, named by the command, exported
         before the process exits, with its metric points."""
-        result = _command(receiver, "three_queries")
+        result = instrumented_command(receiver, "three_queries")
         assert (result.returncode, result.stdout) == (0, "done\n"), result.stderr
         receiver.wait(lambda r: len(r.units()) == 1)
         (unit,) = receiver.units()
@@ -47,7 +34,7 @@ class TestCommands:
         """[command."three_queries"] queries = 2: a breach event, the limit on the span, the counter."""
         budgets = tmp_path / "zenmetry.toml"
         budgets.write_text('[command]\nqueries = 10\n\n[command."three_queries"]\nqueries = 2\n')
-        assert _command(receiver, "three_queries", ZENMETRY_BUDGETS=str(budgets)).returncode == 0
+        assert instrumented_command(receiver, "three_queries", ZENMETRY_BUDGETS=str(budgets)).returncode == 0
         receiver.wait(lambda r: len(r.units()) == 1)
         (unit,) = receiver.units()
         assert (unit.attributes["zen.budget"], unit.attributes["zen.budget.breached"]) == (
@@ -65,7 +52,7 @@ class TestCommands:
     ) -> None:
         """The command fails as it would without zenmetry; its unit has status ERROR and its points
         zen.command.status ERROR."""
-        result = _command(receiver, "three_queries", flag)
+        result = instrumented_command(receiver, "three_queries", flag)
         assert result.returncode == returncode
         if flag == "--fail":
             assert "RuntimeError: the command fails on purpose" in result.stderr
@@ -77,6 +64,6 @@ class TestCommands:
     def test_commands_can_be_turned_off(self, receiver: Receiver) -> None:
         """ZENMETRY_COMMANDS=off: the command runs, and is no unit (the process exported all it had
         before it exited)."""
-        assert _command(receiver, "three_queries", ZENMETRY_COMMANDS="off").returncode == 0
+        assert instrumented_command(receiver, "three_queries", ZENMETRY_COMMANDS="off").returncode == 0
         assert receiver.units() == []
         assert [span.name for span in receiver.spans() if span.kind == "CLIENT"] == ["SELECT"] * 3

@@ -16,7 +16,7 @@ from django.test import Client
 
 from support.harness import Harness
 from support.otlp import Receiver, Span
-from support.processes import BIN, PG_DB, TESTS, manage, otel_env, pg_connect, project_env
+from support.processes import PG_DB, instrumented_command, manage, pg_connect, project_env
 
 THREE = "zentestapp.jobs.three_queries"
 TASK_TABLE = "django_tasks_database_dbtaskresult"
@@ -39,18 +39,8 @@ def _enqueue(task: str, *args: str) -> None:
 
 def _worker(receiver: Receiver, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """django-tasks-db's worker under the launcher, until the queue is empty (``--batch``)."""
-    return subprocess.run(
-        [
-            str(BIN / "opentelemetry-instrument"),
-            *(str(BIN / "python"), "-m", "django", "db_worker", "--no-startup-delay", "--no-reload"),
-            *(args or ("--batch",)),
-        ],
-        env=otel_env(receiver, **env),
-        cwd=TESTS,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return instrumented_command(
+        receiver, "db_worker", "--no-startup-delay", "--no-reload", *(args or ("--batch",)), **env
     )
 
 

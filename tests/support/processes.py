@@ -76,6 +76,19 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def instrumented_command(receiver: Receiver, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``opentelemetry-instrument python -m django <args>``, exporting to ``receiver``, to its end."""
+    return subprocess.run(
+        [str(BIN / "opentelemetry-instrument"), str(BIN / "python"), "-m", "django", *args],
+        env=otel_env(receiver, **env),
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
